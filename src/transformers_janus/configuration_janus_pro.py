@@ -1,0 +1,235 @@
+"""Janus-Pro model configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+@strict
+class JanusProVQConfig(PreTrainedConfig):
+    r"""
+    Configuration of the generation encoder/decoder (DeepSeek's "VQ-16"), stored as the keyword arguments of
+    `diffusers.VQModel`, which is the module we build from it.
+
+    Args:
+        in_channels (`int`, *optional*, defaults to 3): Channels of the input image.
+        out_channels (`int`, *optional*, defaults to 3): Channels of the decoded image.
+        block_out_channels (`list[int]`, *optional*, defaults to `[128, 128, 256, 256, 512]`):
+            Channels of each resolution level (`ch * ch_mult` in DeepSeek's config). The VQ downsamples by
+            `2 ** (len(block_out_channels) - 1)` (16 for Janus-Pro).
+        layers_per_block (`int`, *optional*, defaults to 2): Residual blocks per encoder level (decoder levels have one more).
+        act_fn (`str`, *optional*, defaults to `"silu"`): Activation of the residual blocks.
+        latent_channels (`int`, *optional*, defaults to 256): Channels of the encoder output (`z_channels`).
+        num_vq_embeddings (`int`, *optional*, defaults to 16384): Codebook size, i.e. the image-token vocabulary.
+        vq_embed_dim (`int`, *optional*, defaults to 8): Dimension of a codebook vector.
+        norm_num_groups (`int`, *optional*, defaults to 32): Groups of every GroupNorm.
+        initializer_range (`float`, *optional*, defaults to 0.02): Std of the random initialisation.
+
+    Example:
+
+    ```python
+    >>> from transformers_janus import JanusProVQConfig
+    >>> from diffusers import VQModel
+    >>> vq = VQModel(**JanusProVQConfig().to_diffusers_kwargs())
+    ```"""
+
+    model_type = "janus_pro_vq"
+    base_config_key = "vq_config"
+
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: list[int] | tuple[int, ...] = (128, 128, 256, 256, 512)
+    layers_per_block: int = 2
+    act_fn: str = "silu"
+    latent_channels: int = 256
+    num_vq_embeddings: int = 16384
+    vq_embed_dim: int = 8
+    norm_num_groups: int = 32
+    initializer_range: float = 0.02
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def to_diffusers_kwargs(self) -> dict:
+        """The keyword arguments of `diffusers.VQModel` that build the reference VQ-16 architecture (SPEC §1)."""
+        levels = len(self.block_out_channels)
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "down_block_types": ("DownEncoderBlock2D",) * (levels - 1) + ("AttnDownEncoderBlock2D",),
+            "up_block_types": ("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * (levels - 1),
+            "block_out_channels": tuple(self.block_out_channels),
+            "layers_per_block": self.layers_per_block,
+            "act_fn": self.act_fn,
+            "latent_channels": self.latent_channels,
+            "num_vq_embeddings": self.num_vq_embeddings,
+            "norm_num_groups": self.norm_num_groups,
+            "vq_embed_dim": self.vq_embed_dim,
+        }
+
+    def validate_architecture(self):
+        for channels in self.block_out_channels:
+            if channels % self.norm_num_groups:
+                raise ValueError(
+                    f"`block_out_channels` entry {channels} is not divisible by `norm_num_groups` "
+                    f"({self.norm_num_groups}); GroupNorm needs whole groups."
+                )
+
+
+@strict
+class JanusProConfig(PreTrainedConfig):
+    r"""
+    Configuration of a Janus-Pro model: a SigLIP understanding encoder, a Llama language model and a VQ image
+    tokenizer, joined by Janus-Pro's own adaptors and image head.
+
+    Args:
+        vision_config (`SiglipVisionConfig` or `dict`, *optional*): The understanding encoder (SigLIP-L/16 @ 384).
+        text_config (`LlamaConfig` or `dict`, *optional*): The language model (DeepSeek-LLM, Llama architecture).
+        vq_config (`JanusProVQConfig` or `dict`, *optional*): The generation encoder/decoder (`diffusers.VQModel`).
+        aligner_depth (`int`, *optional*, defaults to 2):
+            Linear layers of the understanding adaptor (SigLIP width -> LLM width, GELU between layers).
+        gen_aligner_depth (`int`, *optional*, defaults to 2):
+            Linear layers of the generation adaptor (codebook dim -> LLM width, GELU between layers).
+        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`): Activation of both adaptors and the image head.
+        image_head_hidden_size (`int`, *optional*):
+            Width of the image head's hidden layer; defaults to the LLM width.
+        num_image_tokens (`int`, *optional*):
+            Tokens per image, for understanding and generation alike; defaults to `(image_size // patch_size) ** 2`
+            of the vision config (576 for Janus-Pro).
+        image_token_id (`int`, *optional*, defaults to 100581): Id of `<image_placeholder>`.
+        boi_token_id (`int`, *optional*, defaults to 100016): Id of `<begin_of_image>`.
+        eoi_token_id (`int`, *optional*, defaults to 100593): Id of `<end_of_image>`.
+        pad_token_id (`int`, *optional*, defaults to 100015): Id of the pad token (also the CFG unconditional token).
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`): Janus-Pro's `lm_head` is its own tensor.
+
+    Special token ids differ between published checkpoints: read them from the tokenizer (loading DeepSeek's
+    checkpoints does) rather than trusting the defaults, which are Janus-Pro-7B's.
+
+    Example:
+
+    ```python
+    >>> from transformers_janus import JanusProConfig, JanusProForConditionalGeneration
+    >>> config = JanusProConfig.janus_pro_1b()   # published shapes, no weights
+    >>> config.text_config.hidden_size
+    2048
+    ```"""
+
+    model_type = "janus_pro"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="siglip_vision_model",
+            init_kwargs={
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "image_size": 384,
+                "patch_size": 16,
+                "hidden_act": "gelu",
+                "layer_norm_eps": 1e-6,
+                "vision_use_head": False,
+            },
+        ),
+        "text_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="llama",
+            init_kwargs={
+                "vocab_size": 102400,
+                "hidden_size": 2048,
+                "intermediate_size": 5632,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 16,
+                "max_position_embeddings": 16384,
+                "rms_norm_eps": 1e-6,
+                "bos_token_id": 100000,
+                "eos_token_id": 100001,
+            },
+        ),
+        "vq_config": JanusProVQConfig,
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    vq_config: dict | PreTrainedConfig | None = None
+    aligner_depth: int = 2
+    gen_aligner_depth: int = 2
+    projector_hidden_act: str = "gelu"
+    image_head_hidden_size: int | None = None
+    num_image_tokens: int | None = None
+    image_token_id: int = 100581
+    boi_token_id: int = 100016
+    eoi_token_id: int = 100593
+    pad_token_id: int | None = 100015
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.image_head_hidden_size is None:
+            self.image_head_hidden_size = self.text_config.hidden_size
+        if self.num_image_tokens is None:
+            self.num_image_tokens = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model understands and generates (384 for Janus-Pro)."""
+        return self.vision_config.image_size
+
+    @property
+    def image_token_grid(self) -> int:
+        """Side of the square grid of image tokens (24 for Janus-Pro)."""
+        return self.vision_config.image_size // self.vq_config.downsample_factor
+
+    def validate_architecture(self):
+        grid = self.vision_config.image_size // self.vision_config.patch_size
+        if self.num_image_tokens != grid * grid:
+            raise ValueError(
+                f"`num_image_tokens` ({self.num_image_tokens}) must equal the SigLIP patch grid squared "
+                f"({grid}x{grid} = {grid * grid} for image_size {self.vision_config.image_size}, "
+                f"patch_size {self.vision_config.patch_size})."
+            )
+        if self.image_token_grid**2 != self.num_image_tokens:
+            raise ValueError(
+                f"The VQ token grid ({self.image_token_grid}x{self.image_token_grid}: image_size "
+                f"{self.vision_config.image_size} / VQ downsampling {self.vq_config.downsample_factor}) must hold "
+                f"`num_image_tokens` ({self.num_image_tokens}) tokens."
+            )
+        for name in ("aligner_depth", "gen_aligner_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        for name in ("image_token_id", "boi_token_id", "eoi_token_id", "pad_token_id"):
+            token_id = getattr(self, name)
+            if token_id is not None and not 0 <= token_id < self.text_config.vocab_size:
+                raise ValueError(
+                    f"`{name}` ({token_id}) is outside the text vocabulary (size {self.text_config.vocab_size}); "
+                    "read the special token ids from the checkpoint's tokenizer."
+                )
+
+    @classmethod
+    def janus_pro_1b(cls, **kwargs) -> "JanusProConfig":
+        """Janus-Pro-1B shapes (SPEC §1): LLM 24 layers, hidden 2048, MLP 5632, 16 heads."""
+        return cls(**kwargs)
+
+    @classmethod
+    def janus_pro_7b(cls, **kwargs) -> "JanusProConfig":
+        """Janus-Pro-7B shapes (SPEC §1): LLM 30 layers, hidden 4096, MLP 11008, 32 heads."""
+        text_config = {
+            "model_type": "llama",
+            "vocab_size": 102400,
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "max_position_embeddings": 16384,
+            "rms_norm_eps": 1e-6,
+            "bos_token_id": 100000,
+            "eos_token_id": 100001,
+        }
+        text_config.update(kwargs.pop("text_config", None) or {})
+        return cls(text_config=text_config, **kwargs)
+
+
+__all__ = ["JanusProConfig", "JanusProVQConfig"]

@@ -1,0 +1,32 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FIXTURE_DIR = Path(__file__).parent / "fixtures" / "janus-pro-tiny-original"
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir() -> Path:
+    """The tiny checkpoint exactly as DeepSeek's code writes it (`model_type: multi_modality`)."""
+    return FIXTURE_DIR / "checkpoint"
+
+
+@pytest.fixture(scope="session")
+def golden():
+    from safetensors.torch import load_file
+
+    return load_file(FIXTURE_DIR / "golden.safetensors")
+
+
+@pytest.fixture(scope="session")
+def golden_meta() -> dict:
+    return json.loads((FIXTURE_DIR / "golden.json").read_text())
