@@ -30,3 +30,11 @@ def golden():
 @pytest.fixture(scope="session")
 def golden_meta() -> dict:
     return json.loads((FIXTURE_DIR / "golden.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint_dir):
+    """The fixture checkpoint loaded straight from DeepSeek's format, fp32, eval mode."""
+    from transformers_janus import JanusProForConditionalGeneration
+
+    return JanusProForConditionalGeneration.from_pretrained(checkpoint_dir).eval()

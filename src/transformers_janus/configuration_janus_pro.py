@@ -4,6 +4,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .deepseek_format import deepseek_config_to_janus_pro_dict, hub_kwargs_from, is_deepseek_config, read_special_token_ids
+
 
 @strict
 class JanusProVQConfig(PreTrainedConfig):
@@ -166,6 +168,13 @@ class JanusProConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        # A partial sub-config dict overrides Janus-Pro's defaults instead of the generic SigLIP/Llama ones
+        # (which would, e.g., add SigLIP's unused pooling head or use a 32000-token vocabulary).
+        for name in ("vision_config", "text_config"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                spec = self.sub_configs_defaults[name]
+                setattr(self, name, {"model_type": spec.model_type, **spec.init_kwargs, **value})
         super().__post_init__(**kwargs)
         if self.image_head_hidden_size is None:
             self.image_head_hidden_size = self.text_config.hidden_size
@@ -206,6 +215,15 @@ class JanusProConfig(PreTrainedConfig):
                     f"`{name}` ({token_id}) is outside the text vocabulary (size {self.text_config.vocab_size}); "
                     "read the special token ids from the checkpoint's tokenizer."
                 )
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """Also reads DeepSeek's own `multi_modality` config.json, mapped to ours (special token ids by text)."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if is_deepseek_config(config_dict):
+            token_ids = read_special_token_ids(pretrained_model_name_or_path, **hub_kwargs_from(kwargs))
+            config_dict = deepseek_config_to_janus_pro_dict(config_dict, token_ids)
+        return config_dict, kwargs
 
     @classmethod
     def janus_pro_1b(cls, **kwargs) -> "JanusProConfig":

@@ -1,5 +1,6 @@
 """PyTorch Janus-Pro model: SigLIP + Llama + diffusers' VQModel, joined by Janus-Pro's adaptors and image head."""
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -15,10 +16,11 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, logging
+from transformers.utils import TransformersKwargs, cached_file, logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_janus_pro import JanusProConfig
+from .deepseek_format import check_state_dict_matches, hub_kwargs_from, is_deepseek_config, load_deepseek_state_dict
 
 
 logger = logging.get_logger(__name__)
@@ -78,6 +80,45 @@ class JanusProPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """
+        `PreTrainedModel.from_pretrained`, which also reads checkpoints exactly as DeepSeek published them
+        (`model_type: "multi_modality"`): their config is mapped and their weights converted on the fly.
+        """
+        if pretrained_model_name_or_path is not None and kwargs.get("state_dict") is None:
+            config_file = cached_file(
+                pretrained_model_name_or_path,
+                "config.json",
+                _raise_exceptions_for_missing_entries=False,
+                **hub_kwargs_from(kwargs),
+            )
+            if config_file is not None:
+                with open(config_file, encoding="utf-8") as handle:
+                    if is_deepseek_config(json.load(handle)):
+                        return cls._from_deepseek_checkpoint(pretrained_model_name_or_path, *model_args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def _from_deepseek_checkpoint(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        hub_kwargs = hub_kwargs_from(kwargs)
+        for key in hub_kwargs:
+            kwargs.pop(key)
+        config = kwargs.pop("config", None)
+        if not isinstance(config, JanusProConfig):
+            model_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if not hasattr(JanusProConfig(), key)}
+            config, unused = JanusProConfig.from_pretrained(
+                pretrained_model_name_or_path, return_unused_kwargs=True, **hub_kwargs, **kwargs
+            )
+            kwargs = {**model_kwargs, **unused}
+        state_dict = load_deepseek_state_dict(pretrained_model_name_or_path, **hub_kwargs)
+        with torch.device("meta"):
+            expected = {key: tensor.shape for key, tensor in cls(config).state_dict().items()}
+        if not any(key.startswith("model.") for key in expected):  # the headless base model
+            state_dict = {key[len("model.") :]: value for key, value in state_dict.items() if key.startswith("model.")}
+        check_state_dict_matches(state_dict, expected, str(pretrained_model_name_or_path))
+        return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -204,6 +245,7 @@ class JanusProModel(JanusProPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> JanusProModelOutputWithPast:
         if (input_ids is None) ^ (inputs_embeds is not None):
@@ -217,10 +259,13 @@ class JanusProModel(JanusProPreTrainedModel):
             self._check_token_range(input_ids, self.config.text_config.vocab_size, "token ids")
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        image_outputs = None
-        placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
-        if pixel_values is not None:
+        if pixel_values is not None and mm_encoder_outputs is not None:
+            raise ValueError("Pass either `pixel_values` or precomputed `mm_encoder_outputs`, not both.")
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        if image_outputs is None and pixel_values is not None:
             image_outputs = self.get_image_features(pixel_values, return_dict=True)
+        placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
+        if image_outputs is not None:
             image_features = image_outputs.pooler_output
             n_placeholders = int(placeholder_mask.sum())
             if n_placeholders != image_features.shape[0] * image_features.shape[1]:
@@ -310,6 +355,7 @@ class JanusProForConditionalGeneration(JanusProPreTrainedModel, GenerationMixin)
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> JanusProCausalLMOutputWithPast:
         r"""
@@ -333,6 +379,7 @@ class JanusProForConditionalGeneration(JanusProPreTrainedModel, GenerationMixin)
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
