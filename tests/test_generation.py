@@ -1,0 +1,120 @@
+"""Text generation about images through GenerationMixin: batches, sampling, streaming, and bad inputs."""
+
+import pytest
+import torch
+from transformers import AutoTokenizer, TextStreamer
+
+NEW_TOKENS = 10
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoint_dir):
+    return AutoTokenizer.from_pretrained(checkpoint_dir)
+
+
+@pytest.fixture(scope="module")
+def text_only_ids(tokenizer):
+    return torch.tensor(tokenizer("<|User|>: What color is the ball?\n\n<|Assistant|>:").input_ids)
+
+
+def left_pad(sequences, pad_token_id):
+    length = max(len(sequence) for sequence in sequences)
+    input_ids = torch.full((len(sequences), length), pad_token_id)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, length - len(sequence) :] = sequence
+        attention_mask[row, length - len(sequence) :] = 1
+    return input_ids, attention_mask
+
+
+def greedy(model, **inputs):
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+    return output[:, inputs["input_ids"].shape[1] :]
+
+
+def test_left_padded_batch_answers_as_each_alone(model, golden, text_only_ids, tokenizer):
+    image_ids, pixel_values = golden["und.input_ids"][0], golden["und.pixel_values"][:, 0]
+    alone = [
+        greedy(model, input_ids=image_ids[None], pixel_values=pixel_values)[0],
+        greedy(model, input_ids=text_only_ids[None])[0],
+    ]
+    for order in ([0, 1], [1, 0]):
+        sequences = [[image_ids, text_only_ids][i] for i in order]
+        input_ids, attention_mask = left_pad(sequences, tokenizer.pad_token_id)
+        batch = greedy(model, input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
+        for row, i in enumerate(order):
+            assert batch[row].tolist() == alone[i].tolist()
+    assert alone[0].tolist()[:NEW_TOKENS] == golden["und.greedy_new_tokens"].tolist()[:NEW_TOKENS]
+
+
+def test_batch_with_different_image_counts(model, golden, tokenizer):
+    """Row 0 holds two images, row 1 one: features are consumed in order, row by row."""
+    image_ids, pixel_values = golden["und.input_ids"][0], golden["und.pixel_values"][:, 0]
+    flipped = pixel_values.flip(-1)
+    two_images = torch.cat([image_ids[:-2], image_ids[57:-2], image_ids[-2:]])  # the image block twice
+    assert int((two_images == model.config.image_token_id).sum()) == 2 * model.config.num_image_tokens
+    alone = [
+        greedy(model, input_ids=two_images[None], pixel_values=torch.cat([pixel_values, flipped]))[0],
+        greedy(model, input_ids=image_ids[None], pixel_values=flipped)[0],
+    ]
+    input_ids, attention_mask = left_pad([two_images, image_ids], tokenizer.pad_token_id)
+    batch = greedy(
+        model, input_ids=input_ids, attention_mask=attention_mask, pixel_values=torch.cat([pixel_values, flipped, flipped])
+    )
+    assert batch[0].tolist() == alone[0].tolist() and batch[1].tolist() == alone[1].tolist()
+
+
+def test_sampling_is_reproducible_with_a_seed(model, golden):
+    inputs = {"input_ids": golden["und.input_ids"], "pixel_values": golden["und.pixel_values"][:, 0]}
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs.append(model.generate(**inputs, max_new_tokens=8, do_sample=True, temperature=1.5, top_k=50))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_streaming_prints_the_greedy_answer(model, golden, tokenizer, capsys):
+    inputs = {"input_ids": golden["und.input_ids"], "pixel_values": golden["und.pixel_values"][:, 0]}
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=12, do_sample=False, streamer=streamer)
+    expected = tokenizer.decode(golden["und.greedy_new_tokens"], skip_special_tokens=True)
+    assert capsys.readouterr().out.strip() == expected.strip()
+
+
+def test_placeholders_without_images_are_refused(model, golden):
+    with pytest.raises(ValueError, match=r"16 `<image_placeholder>` tokens but no `pixel_values`"):
+        model(input_ids=golden["und.input_ids"])
+
+
+def test_images_without_placeholders_are_refused(model, golden, text_only_ids):
+    with pytest.raises(ValueError, match=r"holds 0 `<image_placeholder>` tokens but 1 image\(s\)"):
+        model(input_ids=text_only_ids[None], pixel_values=golden["und.pixel_values"][:, 0])
+
+
+def test_more_images_than_placeholders_are_refused(model, golden):
+    pixel_values = golden["und.pixel_values"][:, 0]
+    with pytest.raises(ValueError, match=r"16 `<image_placeholder>` tokens but 2 image\(s\)"):
+        model(input_ids=golden["und.input_ids"], pixel_values=torch.cat([pixel_values, pixel_values]))
+
+
+def test_wrong_pixel_shape_is_refused(model, golden):
+    with pytest.raises(ValueError, match=r"`pixel_values` must be \[num_images, 3, 64, 64\]"):
+        model(input_ids=golden["und.input_ids"], pixel_values=torch.zeros(1, 3, 32, 32))
+
+
+def test_out_of_range_token_ids_are_refused(model):
+    with pytest.raises(ValueError, match="Out-of-range token ids"):
+        model(input_ids=torch.tensor([[0, model.config.text_config.vocab_size]]))
+    with pytest.raises(ValueError, match="Out-of-range image token ids"):
+        model.decode_image_tokens(torch.full((1, 16), model.config.vq_config.num_vq_embeddings))
+
+
+def test_prompt_longer_than_the_context_is_refused(model):
+    too_long = torch.zeros(1, model.config.text_config.max_position_embeddings + 1, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"more than the model's context of 1024 tokens"):
+        model(input_ids=too_long)
+    with pytest.raises(ValueError, match=r"more than the model's context of 1024 tokens"):
+        model.generate(input_ids=too_long, max_new_tokens=1)
