@@ -20,6 +20,7 @@ from transformers.utils import TransformersKwargs, cached_file, logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_janus_pro import JanusProConfig
+from .image_generation import JanusProImageGenerationMixin
 from .deepseek_format import check_state_dict_matches, hub_kwargs_from, is_deepseek_config, load_deepseek_state_dict
 
 
@@ -302,7 +303,7 @@ class JanusProModel(JanusProPreTrainedModel):
         )
 
 
-class JanusProForConditionalGeneration(JanusProPreTrainedModel, GenerationMixin):
+class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPreTrainedModel, GenerationMixin):
     """
     Janus-Pro with its text head: answers about images through `generate` (GenerationMixin), and exposes the
     generation path (image-token embeddings, image-head logits, VQ encode/decode) for text-to-image decoding.
