@@ -1,7 +1,9 @@
 """Janus-Pro on the Hugging Face stack. Importing this package registers its classes with the Auto API."""
 
 from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
+from .image_processing_janus_pro import JanusProImageProcessor
 from .modeling_janus_pro import JanusProForConditionalGeneration, JanusProModel, JanusProPreTrainedModel
+from .processing_janus_pro import JanusProProcessor
 from .registration import register_auto_classes
 
 
@@ -15,5 +17,7 @@ __all__ = [
     "JanusProPreTrainedModel",
     "JanusProModel",
     "JanusProForConditionalGeneration",
+    "JanusProImageProcessor",
+    "JanusProProcessor",
     "register_auto_classes",
 ]

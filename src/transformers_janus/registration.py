@@ -1,10 +1,12 @@
 """Registration of the Janus-Pro classes with transformers' Auto API (`janus_pro`, and DeepSeek's `multi_modality`)."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
 from .deepseek_format import DeepSeekJanusConfig
+from .image_processing_janus_pro import JanusProImageProcessor, VLMImageProcessor
 from .modeling_janus_pro import JanusProForConditionalGeneration
+from .processing_janus_pro import JanusProProcessor, VLChatProcessor
 
 
 def register_auto_classes() -> None:
@@ -17,3 +19,9 @@ def register_auto_classes() -> None:
     # MiniCPM-V, DeepSeek-VL2): evaluation harnesses load through `AutoModel` and then call `generate`.
     AutoModel.register(JanusProConfig, JanusProForConditionalGeneration, exist_ok=True)
     AutoModelForImageTextToText.register(JanusProConfig, JanusProForConditionalGeneration, exist_ok=True)
+    AutoProcessor.register(JanusProConfig, JanusProProcessor, exist_ok=True)
+    AutoImageProcessor.register(JanusProConfig, image_processor_classes={"pil": JanusProImageProcessor}, exist_ok=True)
+    # DeepSeek's processor files name `VLChatProcessor` / `VLMImageProcessor`, and the Auto classes look such names up
+    # among registered classes (without consulting config.json): register loader aliases under those names.
+    AutoProcessor.register(DeepSeekJanusConfig, VLChatProcessor, exist_ok=True)
+    AutoImageProcessor.register(DeepSeekJanusConfig, image_processor_classes={"pil": VLMImageProcessor}, exist_ok=True)
