@@ -99,7 +99,7 @@ class JanusProImageGenerationMixin:
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`):
-                Left-padded prompts ending with `<begin_of_image>` (see `JanusProProcessor.build_image_prompt`).
+                Left-padded prompts ending with `<begin_of_image>` (see `JanusProProcessor.build_image_generation_prompt`).
             pixel_values (`torch.FloatTensor`, *optional*):
                 Understanding images for the `<image_placeholder>` blocks of the prompts (conditional rows only).
             negative_input_ids (`torch.LongTensor`, *optional*):
