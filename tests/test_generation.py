@@ -118,3 +118,24 @@ def test_prompt_longer_than_the_context_is_refused(model):
         model(input_ids=too_long)
     with pytest.raises(ValueError, match=r"more than the model's context of 1024 tokens"):
         model.generate(input_ids=too_long, max_new_tokens=1)
+
+
+def test_processor_batch_of_conversations_answers_as_each_alone(model, checkpoint_dir, fixture_dir):
+    """The harness path: chat template per conversation, one processor call for the batch, one `generate`."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(checkpoint_dir)
+    image = Image.open(fixture_dir / "und_image.png")
+    conversations = [
+        [{"role": "user", "content": [{"type": "text", "text": "Write a haiku."}]}],
+        [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare them."}]}],
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image in detail."}]}],
+    ]
+    images = [[], [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], [image]]
+    prompts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    batch = processor(text=prompts, images=images, padding=True, return_tensors="pt")
+    together = greedy(model, **batch)
+    for prompt, prompt_images, answer in zip(prompts, images, together):
+        alone_inputs = processor(text=[prompt], images=[prompt_images], return_tensors="pt")
+        assert greedy(model, **alone_inputs)[0].tolist() == answer.tolist()

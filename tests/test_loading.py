@@ -175,3 +175,20 @@ def test_missing_and_extra_tensors_are_named(checkpoint_dir, original_state_dict
     torch.save(state_dict, destination / "pytorch_model.bin")
     with pytest.raises(DeepSeekCheckpointError, match=r"missing tensors \['model\.gen_embed\.weight'\].*unexpected tensors \['model\.gen_head\.extra\.weight'\]"):
         JanusProForConditionalGeneration.from_pretrained(destination)
+
+
+def test_auto_tokenizer_resolves_through_the_model_type(checkpoint_dir, model, tmp_path):
+    """Without a `tokenizer_class` in tokenizer_config.json, AutoTokenizer goes by config.json's model type."""
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(checkpoint_dir)
+    for name, directory in (("deepseek", copy_config_files(checkpoint_dir, tmp_path / "deepseek")), ("ours", tmp_path / "ours")):
+        if name == "ours":
+            model.save_pretrained(directory)
+            reference.save_pretrained(directory)
+        tokenizer_config = json.loads((directory / "tokenizer_config.json").read_text())
+        tokenizer_config.pop("tokenizer_class", None)
+        (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        text = "<|User|>: <image_placeholder>\nDescribe.\n\n<|Assistant|>:<begin_of_image>"
+        assert tokenizer(text).input_ids == reference(text).input_ids

@@ -1,6 +1,14 @@
 """Registration of the Janus-Pro classes with transformers' Auto API (`janus_pro`, and DeepSeek's `multi_modality`)."""
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    TokenizersBackend,
+)
 
 from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
 from .deepseek_format import DeepSeekJanusConfig
@@ -20,6 +28,9 @@ def register_auto_classes() -> None:
     AutoModel.register(JanusProConfig, JanusProForConditionalGeneration, exist_ok=True)
     AutoModelForImageTextToText.register(JanusProConfig, JanusProForConditionalGeneration, exist_ok=True)
     AutoProcessor.register(JanusProConfig, JanusProProcessor, exist_ok=True)
+    # DeepSeek-LLM's tokenizer is a byte-level BPE `tokenizer.json`, read as it is (no Llama/SentencePiece rebuild).
+    AutoTokenizer.register(JanusProConfig, tokenizer_class=TokenizersBackend, exist_ok=True)
+    AutoTokenizer.register(DeepSeekJanusConfig, tokenizer_class=TokenizersBackend, exist_ok=True)
     AutoImageProcessor.register(JanusProConfig, image_processor_classes={"pil": JanusProImageProcessor}, exist_ok=True)
     # DeepSeek's processor files name `VLChatProcessor` / `VLMImageProcessor`, and the Auto classes look such names up
     # among registered classes (without consulting config.json): register loader aliases under those names.
