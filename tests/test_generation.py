@@ -139,3 +139,17 @@ def test_processor_batch_of_conversations_answers_as_each_alone(model, checkpoin
     for prompt, prompt_images, answer in zip(prompts, images, together):
         alone_inputs = processor(text=[prompt], images=[prompt_images], return_tensors="pt")
         assert greedy(model, **alone_inputs)[0].tolist() == answer.tolist()
+
+
+def test_image_text_to_text_pipeline_greedy_tokens_match_reference(model, checkpoint_dir, fixture_dir, golden):
+    from PIL import Image
+    from transformers import AutoProcessor, pipeline
+
+    chat = pipeline("image-text-to-text", model=model, processor=AutoProcessor.from_pretrained(checkpoint_dir))
+    image = Image.open(fixture_dir / "und_image.png")
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Describe this image in detail."}]}]
+    output = chat(text=messages, max_new_tokens=12, return_tensors=True)
+    token_ids = output[0]["generated_token_ids"]
+    prompt_length = golden["und.input_ids"].shape[1]
+    assert token_ids[:prompt_length].tolist() == golden["und.input_ids"][0].tolist()
+    assert token_ids[prompt_length:].tolist() == golden["und.greedy_new_tokens"].tolist()
