@@ -118,6 +118,8 @@ class JanusProConfig(PreTrainedConfig):
     ```"""
 
     model_type = "janus_pro"
+    # As `register_for_auto_class("AutoConfig")`: `save_pretrained` copies this code and writes `auto_map`.
+    _auto_class = "AutoConfig"
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(
             config_class=AutoConfig,

@@ -78,6 +78,8 @@ class JanusProImageProcessor(PilBackend):
     return_tensors = "pt"
     valid_kwargs = JanusProImageProcessorKwargs
     model_input_names = ["pixel_values"]
+    # As `register_for_auto_class("AutoImageProcessor")`: `save_pretrained` copies this code and writes `auto_map`.
+    _auto_class = "AutoImageProcessor"
     # Refuse images above 2**28 pixels (16384 x 16384): decoding one already takes ~800 MB and the model only sees
     # `size` x `size`; raise this class attribute to accept larger inputs.
     max_image_pixels = 2**28

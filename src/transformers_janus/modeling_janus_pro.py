@@ -311,6 +311,8 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
 
     _tp_plan = {"lm_head": "colwise_gather_output"}
     output_modalities = ("text", "image")
+    # As `register_for_auto_class`: `save_pretrained` copies this code next to the weights and writes `auto_map`.
+    _auto_class = "AutoModelForImageTextToText"
 
     def __init__(self, config: JanusProConfig):
         super().__init__(config)
@@ -343,6 +345,21 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
 
     def decode_image_tokens(self, image_tokens: torch.LongTensor) -> torch.FloatTensor:
         return self.model.decode_image_tokens(image_tokens)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """
+        `PreTrainedModel.save_pretrained`, which also copies this model's code (this module and the modules it
+        imports) into `save_directory` and names it in `config.json`'s `auto_map` for both `AutoModel` and
+        `AutoModelForImageTextToText` (`register_for_auto_class` records one Auto class only). Together with the
+        processor's `save_pretrained`, the directory then loads with `trust_remote_code=True` where this package is
+        not installed; the copied code needs only transformers, diffusers and torch.
+        """
+        if self.is_remote_code():
+            class_reference = f"{self.__class__.__module__.rsplit('.', 1)[-1]}.{self.__class__.__name__}"
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update(dict.fromkeys(("AutoModel", "AutoModelForImageTextToText"), class_reference))
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @can_return_tuple
     def forward(

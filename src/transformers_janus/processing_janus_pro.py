@@ -106,6 +106,9 @@ class JanusProProcessor(ProcessorMixin):
     >>> inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     ```"""
 
+    # As `register_for_auto_class("AutoProcessor")`: `save_pretrained` copies this code and writes `auto_map` (see
+    # `JanusProForConditionalGeneration.save_pretrained`).
+    _auto_class = "AutoProcessor"
     valid_processor_kwargs = JanusProProcessorKwargs
     text_kwargs = {"padding": True, "padding_side": "left", "return_tensors": "pt"}
     images_kwargs = {"return_tensors": "pt"}
