@@ -125,6 +125,15 @@ def test_half_precision_loads_and_stays_close_to_fp32(checkpoint_dir, golden, dt
         assert (actual - expected).abs().mean() < mean_error, name
 
 
+def test_auto_dtype_reads_the_checkpoint_dtype(checkpoint_dir):
+    assert JanusProForConditionalGeneration.from_pretrained(checkpoint_dir, dtype="auto").dtype == torch.float32
+
+
+def test_config_attributes_override_while_loading(checkpoint_dir):
+    loaded = JanusProForConditionalGeneration.from_pretrained(checkpoint_dir, output_hidden_states=True)
+    assert loaded.config.output_hidden_states is True
+
+
 def test_legacy_torch_dtype_argument_and_device_map_auto(checkpoint_dir):
     loaded = AutoModelForImageTextToText.from_pretrained(checkpoint_dir, torch_dtype=torch.bfloat16, device_map="auto")
     assert loaded.dtype == torch.bfloat16

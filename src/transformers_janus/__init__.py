@@ -3,6 +3,7 @@
 from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
 from .image_processing_janus_pro import JanusProImageProcessor
 from .modeling_janus_pro import JanusProForConditionalGeneration, JanusProModel, JanusProPreTrainedModel
+from .pipeline_janus_pro import JanusProImagePipeline
 from .processing_janus_pro import JanusProProcessor
 from .registration import register_auto_classes
 
@@ -19,5 +20,6 @@ __all__ = [
     "JanusProForConditionalGeneration",
     "JanusProImageProcessor",
     "JanusProProcessor",
+    "JanusProImagePipeline",
     "register_auto_classes",
 ]

@@ -26,15 +26,23 @@ class JanusProImageGenerationOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
-def unconditional_input_ids(input_ids: torch.LongTensor, attention_mask: torch.LongTensor, pad_token_id: int):
+def unconditional_input_ids(
+    input_ids: torch.LongTensor,
+    attention_mask: torch.LongTensor,
+    pad_token_id: int,
+    keep_token_ids: tuple[int, ...] = (),
+):
     """
     DeepSeek's unconditional rows: every real token but the first (BOS) and the last (`<begin_of_image>`) becomes
-    the pad token. Works on left-padded batches (the first *real* token is kept).
+    the pad token. Works on left-padded batches (the first *real* token is kept). Tokens in `keep_token_ids` (the
+    image span, when the unconditional branch should see the input image) are kept too.
     """
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     first_real = (attention_mask == 0).sum(-1, keepdim=True)
-    keep = (positions == first_real) | (positions == input_ids.shape[1] - 1)
-    return torch.where(keep | (attention_mask == 0), input_ids, torch.full_like(input_ids, pad_token_id))
+    keep = (positions == first_real) | (positions == input_ids.shape[1] - 1) | (attention_mask == 0)
+    for token_id in keep_token_ids:
+        keep |= input_ids == token_id
+    return torch.where(keep, input_ids, torch.full_like(input_ids, pad_token_id))
 
 
 def left_pad_to(input_ids, attention_mask, length: int, pad_token_id: int):
@@ -90,6 +98,7 @@ class JanusProImageGenerationMixin:
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        unconditional_image: bool = False,
         cache_implementation: str = "dynamic",
         output_logits: bool = False,
         step_callback=None,
@@ -103,7 +112,10 @@ class JanusProImageGenerationMixin:
             pixel_values (`torch.FloatTensor`, *optional*):
                 Understanding images for the `<image_placeholder>` blocks of the prompts (conditional rows only).
             negative_input_ids (`torch.LongTensor`, *optional*):
-                Prompts for the unconditional rows; by default DeepSeek's pad-filled copy of `input_ids`.
+                Prompts for the unconditional rows (text only); by default DeepSeek's pad-filled copy of `input_ids`.
+            unconditional_image (`bool`, defaults to `False`):
+                Whether the pad-filled unconditional rows keep the prompt's images (guidance then pushes towards the
+                text only); by default they see neither text nor image.
             guidance_scale (`float`, defaults to 5.0):
                 `uncond + scale * (cond - uncond)`; 1.0 runs the conditional rows only (half the work).
             temperature, top_k, top_p: sampling of the guided logits; `top_k=1` is greedy.
@@ -125,8 +137,11 @@ class JanusProImageGenerationMixin:
         rows, mask = input_ids, attention_mask
         if do_guidance:
             if negative_input_ids is None:
-                negative_input_ids = unconditional_input_ids(input_ids, attention_mask, config.pad_token_id)
+                keep = (config.image_token_id, config.boi_token_id, config.eoi_token_id) if unconditional_image else ()
+                negative_input_ids = unconditional_input_ids(input_ids, attention_mask, config.pad_token_id, keep)
                 negative_attention_mask = attention_mask
+                if unconditional_image and pixel_values is not None:
+                    pixel_values = torch.cat([pixel_values, pixel_values])
             elif negative_attention_mask is None:
                 negative_attention_mask = torch.ones_like(negative_input_ids)
             length = max(input_ids.shape[1], negative_input_ids.shape[1])

@@ -108,7 +108,12 @@ class JanusProPreTrainedModel(PreTrainedModel):
             kwargs.pop(key)
         config = kwargs.pop("config", None)
         if not isinstance(config, JanusProConfig):
-            model_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if not hasattr(JanusProConfig(), key)}
+            # Config attributes override the config, as in `PreTrainedModel.from_pretrained`; the rest (and `dtype`,
+            # which configs also carry) are loading arguments.
+            defaults = JanusProConfig()
+            model_kwargs = {
+                key: kwargs.pop(key) for key in list(kwargs) if key in ("dtype", "torch_dtype") or not hasattr(defaults, key)
+            }
             config, unused = JanusProConfig.from_pretrained(
                 pretrained_model_name_or_path, return_unused_kwargs=True, **hub_kwargs, **kwargs
             )

@@ -1,0 +1,356 @@
+"""Text(+image)-to-image generation with Janus-Pro as a diffusers `DiffusionPipeline`."""
+
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import logging, replace_example_docstring
+
+from .modeling_janus_pro import JanusProForConditionalGeneration
+from .processing_janus_pro import JanusProProcessor
+
+
+logger = logging.get_logger(__name__)
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from transformers_janus import JanusProImagePipeline
+
+        >>> pipe = JanusProImagePipeline.from_pretrained("deepseek-ai/Janus-Pro-1B", torch_dtype=torch.bfloat16)
+        >>> images = pipe(
+        ...     ["a red apple on a table", "a cat in the snow"],
+        ...     num_images_per_prompt=4,
+        ...     guidance_scale=5.0,
+        ...     generator=torch.Generator().manual_seed(0),
+        ... ).images
+        >>> images[0].save("apple.png")
+        ```
+"""
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+# Saved with every pipeline, and named in its model_index.json, so that diffusers' generic
+# `DiffusionPipeline.from_pretrained(directory, trust_remote_code=True)` finds this out-of-tree class.
+CUSTOM_PIPELINE_MODULE = "pipeline_janus_pro"
+CUSTOM_PIPELINE_SOURCE = '''"""Lets `DiffusionPipeline.from_pretrained(<this directory>, trust_remote_code=True)` load JanusProImagePipeline.
+
+It needs the package: `pip install transformers-janus`.
+"""
+
+from transformers_janus.pipeline_janus_pro import JanusProImagePipeline
+
+
+__all__ = ["JanusProImagePipeline"]
+'''
+
+
+class JanusProImagePipeline(DiffusionPipeline):
+    r"""
+    Pipeline for text-to-image (and text+image-to-image) generation with Janus-Pro: the language model predicts the
+    576 VQ tokens of an image one by one under classifier-free guidance, then the VQ decoder paints them.
+
+    This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
+    implemented for all pipelines (downloading, saving, running on a particular device, etc.).
+
+    Args:
+        model ([`JanusProForConditionalGeneration`]):
+            The Janus-Pro model: language model, image head and VQ tokenizer in one.
+        processor ([`JanusProProcessor`]):
+            Its processor: chat format, tokenizer, understanding-image preprocessing and pixel postprocessing.
+    """
+
+    model_cpu_offload_seq = "model"
+    _callback_tensor_inputs = ["image_tokens"]
+
+    def __init__(self, model: JanusProForConditionalGeneration, processor: JanusProProcessor):
+        super().__init__()
+        self.register_modules(model=model, processor=processor)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "JanusProImagePipeline":
+        r"""
+        Load a saved pipeline (a directory with `model_index.json`), or build one from a model directory or hub id in
+        DeepSeek's format or ours (`torch_dtype`/`dtype`, `device_map` and hub arguments go to the model).
+        """
+        from transformers.utils import cached_file
+
+        from .deepseek_format import hub_kwargs_from
+
+        hub_kwargs = hub_kwargs_from(kwargs)
+        model_index = cached_file(
+            pretrained_model_name_or_path, "model_index.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+        subfolders = {"model": "", "processor": ""}
+        if model_index is not None:  # a saved pipeline: one subfolder per component
+            subfolders = {name: os.path.join(hub_kwargs.get("subfolder", ""), name) for name in subfolders}
+        dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
+        kwargs.pop("subfolder", None)
+        hub_kwargs.pop("subfolder", None)
+        model = JanusProForConditionalGeneration.from_pretrained(
+            pretrained_model_name_or_path, dtype=dtype, subfolder=subfolders["model"], **kwargs
+        )
+        processor = JanusProProcessor.from_pretrained(
+            pretrained_model_name_or_path, subfolder=subfolders["processor"], **hub_kwargs
+        )
+        return cls(model=model.eval(), processor=processor)
+
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Write `model_index.json` naming this class as diffusers names external pipelines, plus its loader file."""
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+        index_path = os.path.join(save_directory, self.config_name)
+        with open(index_path, encoding="utf-8") as handle:
+            model_index = json.load(handle)
+        model_index["_class_name"] = [CUSTOM_PIPELINE_MODULE, self.__class__.__name__]
+        with open(index_path, "w", encoding="utf-8") as handle:
+            json.dump(model_index, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        with open(os.path.join(save_directory, f"{CUSTOM_PIPELINE_MODULE}.py"), "w", encoding="utf-8") as handle:
+            handle.write(CUSTOM_PIPELINE_SOURCE)
+
+    def encode_prompt(
+        self,
+        prompt: list[str],
+        negative_prompt: list[str] | None,
+        image: list[PIL.Image.Image | None] | None,
+        num_images_per_prompt: int,
+        device: torch.device,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Tokenize the prompts in DeepSeek's generation format (empty system prompt, `<begin_of_image>` last), with an
+        `<image_placeholder>` before the text of prompts that come with an image; one row per image to generate.
+        """
+        images = image if image is not None else [None] * len(prompt)
+        texts = [self._generation_prompt(text, with_image=picture is not None) for text, picture in zip(prompt, images)]
+        texts = [text for text in texts for _ in range(num_images_per_prompt)]
+        pictures = [[picture] if picture is not None else [] for picture in images for _ in range(num_images_per_prompt)]
+        inputs = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
+        encoded = {"input_ids": inputs["input_ids"].to(device), "attention_mask": inputs["attention_mask"].to(device)}
+        if "pixel_values" in inputs:
+            encoded["pixel_values"] = inputs["pixel_values"].to(device, self.model.dtype)
+        if negative_prompt is not None:
+            negative_texts = [self._generation_prompt(text) for text in negative_prompt for _ in range(num_images_per_prompt)]
+            negative = self.processor(text=negative_texts, padding=True, return_tensors="pt")
+            encoded["negative_input_ids"] = negative["input_ids"].to(device)
+            encoded["negative_attention_mask"] = negative["attention_mask"].to(device)
+        return encoded
+
+    def _generation_prompt(self, text: str, with_image: bool = False) -> str:
+        content = [{"type": "image"}, {"type": "text", "text": text}] if with_image else text
+        conversation = [{"role": "system", "content": ""}, {"role": "user", "content": content}]
+        return self.processor.apply_chat_template(conversation, add_generation_prompt=True) + self.processor.boi_token
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        image,
+        num_images_per_prompt,
+        guidance_scale,
+        temperature,
+        top_k,
+        top_p,
+        generator,
+        output_type,
+        callback_on_step_end_tensor_inputs,
+    ):
+        if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+            raise ValueError(f"`prompt` must be a string or a non-empty list of strings, got {prompt!r}.")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not all(isinstance(text, str) for text in prompts):
+            raise ValueError(f"Every `prompt` must be a string, got {[type(text).__name__ for text in prompts]}.")
+        if negative_prompt is not None:
+            negatives = [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
+            if len(negatives) not in (1, len(prompts)):
+                raise ValueError(
+                    f"`negative_prompt` has {len(negatives)} entries for {len(prompts)} prompts; pass one, or one per "
+                    "prompt."
+                )
+        if image is not None and isinstance(image, (list, tuple)) and len(image) != len(prompts):
+            raise ValueError(f"`image` has {len(image)} entries for {len(prompts)} prompts; pass one (or None) per prompt.")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0 (1.0 disables guidance), got {guidance_scale}.")
+        if temperature <= 0:
+            raise ValueError(f"`temperature` must be > 0 (use `top_k=1` for greedy decoding), got {temperature}.")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"`top_k` must be a positive integer or None, got {top_k!r}.")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1], got {top_p}.")
+        num_images = len(prompts) * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise ValueError(
+                f"You have passed a list of generators of length {len(generator)}, but requested {num_images} images "
+                f"({len(prompts)} prompts x {num_images_per_prompt}). Pass one generator, or exactly one per image."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` has {sorted(unknown)}; the available ones are "
+                f"{self._callback_tensor_inputs}."
+            )
+
+    def check_context_length(self, encoded: dict[str, torch.Tensor]):
+        context = self.model.config.text_config.max_position_embeddings
+        needed = self.model.config.num_image_tokens
+        for name in ("input_ids", "negative_input_ids"):
+            if name in encoded and encoded[name].shape[1] + needed > context:
+                lengths = encoded[name.replace("input_ids", "attention_mask")].sum(-1).tolist()
+                raise ValueError(
+                    f"The {'negative ' if name.startswith('negative') else ''}prompts take up to {max(lengths)} tokens, "
+                    f"and an image {needed} more: over the model's context of {context} tokens. Shorten the prompts "
+                    f"to at most {context - needed} tokens."
+                )
+
+    def postprocess(self, decoded: torch.Tensor, output_type: str):
+        """Pixels as diffusers returns them: PIL images, or floats in [0, 1] (`np`: NHWC, `pt`: NCHW)."""
+        if output_type == "pil":
+            return self.processor.postprocess(decoded, output_type="pil")  # DeepSeek's exact uint8 rounding
+        images = ((decoded.float() + 1) / 2).clamp(0, 1)
+        if output_type == "np":
+            return images.permute(0, 2, 3, 1).cpu().numpy()
+        return images.cpu()
+
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        prompt: str | list[str] = None,
+        negative_prompt: str | list[str] | None = None,
+        image: PIL.Image.Image | list[PIL.Image.Image | None] | None = None,
+        guidance_scale: float = 5.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        unconditional_image: bool = False,
+        cache_implementation: str = "dynamic",
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict]
+        | PipelineCallback
+        | MultiPipelineCallbacks
+        | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["image_tokens"],
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Function invoked when calling the pipeline for generation.
+
+        Args:
+            prompt (`str` or `list[str]`):
+                The prompt or prompts that describe the images.
+            negative_prompt (`str` or `list[str]`, *optional*):
+                What the images should not show: the unconditional branch of the guidance reads it instead of
+                DeepSeek's pad tokens.
+            image (`PIL.Image.Image` or `list`, *optional*):
+                A picture per prompt (or `None` for some) to condition on, read by the understanding encoder as in chat.
+            guidance_scale (`float`, *optional*, defaults to 5.0):
+                Classifier-free guidance weight `w` in `uncond + w * (cond - uncond)`; 1.0 disables guidance and halves
+                the work.
+            temperature (`float`, *optional*, defaults to 1.0):
+                Sampling temperature of the guided image-token logits.
+            top_k (`int`, *optional*):
+                Sample among the `top_k` most likely tokens only; `top_k=1` is greedy decoding.
+            top_p (`float`, *optional*):
+                Nucleus sampling: the smallest set of tokens whose probability reaches `top_p`.
+            num_images_per_prompt (`int`, *optional*, defaults to 1):
+                Images per prompt.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                One generator for all images, or one per image (then an image depends only on its own generator, so a
+                batch gives the same images as running each prompt alone).
+            unconditional_image (`bool`, *optional*, defaults to `False`):
+                Whether the unconditional branch also sees the prompt's `image` (guidance then follows the text only).
+            cache_implementation (`str`, *optional*, defaults to `"dynamic"`):
+                `"static"` preallocates the KV cache.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"`, `"np"` (floats in [0, 1], NHWC), `"pt"` (floats in [0, 1], NCHW) or `"latent"` (the image
+                tokens, `(num_images, num_image_tokens)`).
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return an [`ImagePipelineOutput`] instead of a plain tuple.
+            callback_on_step_end (`Callable`, `PipelineCallback`, `MultiPipelineCallbacks`, *optional*):
+                Called after each image token as `callback_on_step_end(self, step, step, callback_kwargs)`, with the
+                tensors named in `callback_on_step_end_tensor_inputs` in `callback_kwargs`.
+            callback_on_step_end_tensor_inputs (`list`, *optional*, defaults to `["image_tokens"]`):
+                Tensors passed to the callback: `image_tokens` is `(num_images, step + 1)`.
+
+        Examples:
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the images, as a list of PIL images or an array/tensor.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+
+        # 1. Check inputs
+        self.check_inputs(
+            prompt,
+            negative_prompt,
+            image,
+            num_images_per_prompt,
+            guidance_scale,
+            temperature,
+            top_k,
+            top_p,
+            generator,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        prompt = [prompt] if isinstance(prompt, str) else prompt
+        if isinstance(negative_prompt, str) or (isinstance(negative_prompt, list) and len(negative_prompt) == 1):
+            negative_prompt = [negative_prompt if isinstance(negative_prompt, str) else negative_prompt[0]] * len(prompt)
+        if image is not None and not isinstance(image, (list, tuple)):
+            image = [image] * len(prompt)
+        device = self._execution_device
+
+        # 2. Encode the prompts, one row per image
+        encoded = self.encode_prompt(prompt, negative_prompt, image, num_images_per_prompt, device)
+        self.check_context_length(encoded)
+        num_images = encoded["input_ids"].shape[0]
+        if isinstance(generator, torch.Generator) and num_images == 1:
+            generator = [generator]
+
+        # 3. Decode the image tokens under classifier-free guidance
+        with self.progress_bar(total=self.model.config.num_image_tokens) as progress_bar:
+
+            def on_step(step: int, image_tokens: torch.LongTensor):
+                if callback_on_step_end is not None:
+                    local_values = {"image_tokens": image_tokens}
+                    callback_kwargs = {name: local_values[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_on_step_end(self, step, step, callback_kwargs)
+                progress_bar.update()
+
+            image_tokens = self.model.generate_images(
+                **encoded,
+                guidance_scale=guidance_scale,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                unconditional_image=unconditional_image,
+                cache_implementation=cache_implementation,
+                step_callback=on_step,
+            ).image_tokens
+
+        # 4. Paint the tokens with the VQ decoder, all images in one batch
+        if output_type == "latent":
+            images = image_tokens
+        else:
+            images = self.postprocess(self.model.decode_image_tokens(image_tokens), output_type)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+
+__all__ = ["JanusProImagePipeline"]
