@@ -30,7 +30,7 @@ from transformers_janus.convert_janus import (
 FEATURE_ATOL = 1e-4
 PIXEL_ATOL = 1e-3
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROVENANCE_FIELDS = ("_name_or_path", "transformers_version", "architectures")
+PROVENANCE_FIELDS = ("_name_or_path", "transformers_version", "architectures", "auto_map")
 
 
 @pytest.fixture(scope="module")
