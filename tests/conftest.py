@@ -1,10 +1,13 @@
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Remote code that tests load with `trust_remote_code=True` is copied here, not into the user's cache.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="janus-pro-modules-"))
 
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "janus-pro-tiny-original"
 
