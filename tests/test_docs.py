@@ -35,3 +35,10 @@ def test_conversion_doc_runs(checkpoint_dir, fixture_dir, monkeypatch):
     restored, model = namespace["restored"].state_dict(), namespace["model"].state_dict()
     assert restored.keys() == model.keys()
     assert type(namespace["remote_model"]).__name__ == "JanusProForConditionalGeneration"
+
+
+def test_generation_doc_runs(checkpoint_dir, fixture_dir, monkeypatch):
+    namespace = run_doc("generation.md", checkpoint_dir, fixture_dir, monkeypatch)
+    assert len(namespace["images"]) == 8
+    assert type(namespace["generic"]).__name__ == "JanusProImagePipeline"
+    assert len(namespace["pictures"]) == 1 and len(namespace["variation"]) == 1

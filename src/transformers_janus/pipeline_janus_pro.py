@@ -266,8 +266,8 @@ class JanusProImagePipeline(DiffusionPipeline):
             num_images_per_prompt (`int`, *optional*, defaults to 1):
                 Images per prompt.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
-                One generator for all images, or one per image (then an image depends only on its own generator, so a
-                batch gives the same images as running each prompt alone).
+                One generator for all images, or one per image (then an image depends only on its own generator, so in
+                float32 a batch gives the same images as running each prompt alone).
             unconditional_image (`bool`, *optional*, defaults to `False`):
                 Whether the unconditional branch also sees the prompt's `image` (guidance then follows the text only).
             cache_implementation (`str`, *optional*, defaults to `"dynamic"`):
