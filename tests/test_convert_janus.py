@@ -331,15 +331,15 @@ def test_missing_and_extra_tensors_are_named(model, janus_model):
     state_dict = dict(model.state_dict())
     del state_dict["model.gen_head.vision_head.bias"]
     state_dict["model.aligner.layers.4.weight"] = torch.zeros(64, 64)
-    with pytest.raises(JanusConversionError, match=r"missing \['model\.generation_head\.vision_head\.bias'\]"):
+    with pytest.raises(JanusConversionError, match=r"missing tensors \['model\.generation_head\.vision_head\.bias'\]"):
         convert_janus_pro_state_dict_to_janus(state_dict, expected)
-    with pytest.raises(JanusConversionError, match=r"unexpected \['model\.aligner\.hidden_layers\.1\.weight'\]"):
+    with pytest.raises(JanusConversionError, match=r"unexpected tensors \['model\.aligner\.hidden_layers\.1\.weight'\]"):
         convert_janus_pro_state_dict_to_janus(state_dict, expected)
 
     ours = {key: tensor.shape for key, tensor in model.state_dict().items()}
     builtin = dict(janus_model.state_dict())
     builtin["model.vqmodel.encoder.down.0.block.2.conv1.weight"] = torch.zeros(32, 32, 3, 3)
-    with pytest.raises(JanusConversionError, match=r"unexpected \['model\.vqmodel\.encoder\.down\.0\.block\.2"):
+    with pytest.raises(JanusConversionError, match=r"unexpected tensors \['model\.vqmodel\.encoder\.down\.0\.block\.2"):
         convert_janus_state_dict_to_janus_pro(builtin, ours)
 
 

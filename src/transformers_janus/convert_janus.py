@@ -26,7 +26,7 @@ from transformers.models.janus.image_processing_pil_janus import JanusImageProce
 from transformers.utils import cached_file, logging
 
 from .configuration_janus_pro import JanusProConfig
-from .deepseek_format import SPECIAL_TOKENS
+from .deepseek_format import SPECIAL_TOKENS, expected_shapes, state_dict_mismatches
 from .image_processing_janus_pro import JanusProImageProcessor
 from .modeling_janus_pro import JanusProForConditionalGeneration
 from .processing_janus_pro import JanusProProcessor
@@ -392,31 +392,12 @@ def janus_pro_key_to_janus(key: str) -> str:
 
 def _check_keys(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size], what: str):
     """Refuse missing, unexpected or mis-shaped tensors after mapping, naming them: a partial conversion is a bug."""
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{key}: {tuple(state_dict[key].shape)} vs {tuple(expected[key])}"
-        for key in sorted(set(state_dict) & set(expected))
-        if tuple(state_dict[key].shape) != tuple(expected[key])
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {missing}")
-    if unexpected:
-        problems.append(f"unexpected {unexpected}")
-    if mismatched:
-        problems.append(f"shape mismatches {mismatched}")
+    problems = state_dict_mismatches(state_dict, expected)
     if problems:
         raise JanusConversionError(
             f"The {what} does not match the target model after the key mapping: " + "; ".join(problems) + ". The "
             "model's weights do not fit its config, or the key mapping misses these tensors."
         )
-
-
-def _meta_shapes(model_class, config) -> dict[str, torch.Size]:
-    """The state-dict shapes a model class builds from `config`, without allocating weights."""
-    with torch.device("meta"):
-        return {key: tensor.shape for key, tensor in model_class(config).state_dict().items()}
 
 
 def _reshape_vq_attention(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size]):
@@ -494,7 +475,7 @@ def janus_pro_to_janus(model: JanusProForConditionalGeneration) -> JanusForCondi
     if not isinstance(model, JanusProForConditionalGeneration):
         raise TypeError(f"Expected a JanusProForConditionalGeneration, got {type(model).__name__}.")
     config = janus_pro_config_to_janus(model.config)
-    expected = _meta_shapes(JanusForConditionalGeneration, config)
+    expected = expected_shapes(JanusForConditionalGeneration, config)
     state_dict = convert_janus_pro_state_dict_to_janus(model.state_dict(), expected)
     converted = JanusForConditionalGeneration.from_pretrained(
         None, config=config, state_dict=state_dict, dtype=_model_dtype(model)
@@ -535,7 +516,7 @@ def janus_to_janus_pro(
             "The built-in Janus model ties `lm_head` to the input embeddings; Janus-Pro keeps `lm_head` as its own "
             "tensor, so the converted model gets a copy of the same numbers (they diverge if you train)."
         )
-    expected = _meta_shapes(JanusProForConditionalGeneration, config)
+    expected = expected_shapes(JanusProForConditionalGeneration, config)
     state_dict = dict(model.state_dict())
     lm_head = model.lm_head.weight.detach()
     if lm_head.data_ptr() == model.get_input_embeddings().weight.data_ptr():

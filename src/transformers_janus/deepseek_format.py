@@ -321,8 +321,18 @@ def load_deepseek_state_dict(name_or_path: str | os.PathLike, **hub_kwargs) -> d
     return convert_deepseek_state_dict(state_dict)
 
 
-def check_state_dict_matches(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str):
-    """Refuse missing, unexpected or mis-shaped tensors, naming them (a silent partial load is never wanted)."""
+def expected_shapes(model_class, config) -> dict[str, torch.Size]:
+    """The state-dict shapes `model_class(config)` has, found on the meta device (no memory for weights)."""
+    with torch.device("meta"):
+        return {key: tensor.shape for key, tensor in model_class(config).state_dict().items()}
+
+
+def state_dict_mismatches(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> list[str]:
+    """Missing, unexpected and mis-shaped tensors, each named (at most 10 of a kind), as phrases for an error."""
+
+    def listing(names: list[str]) -> str:
+        return f"{names[:10]}{' ...' if len(names) > 10 else ''}"
+
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     mismatched = [
@@ -332,11 +342,17 @@ def check_state_dict_matches(state_dict: dict[str, torch.Tensor], expected: dict
     ]
     problems = []
     if missing:
-        problems.append(f"missing tensors {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        problems.append(f"missing tensors {listing(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+        problems.append(f"unexpected tensors {listing(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches {mismatched[:10]}{' ...' if len(mismatched) > 10 else ''}")
+        problems.append(f"shape mismatches {listing(mismatched)}")
+    return problems
+
+
+def check_state_dict_matches(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str):
+    """Refuse missing, unexpected or mis-shaped tensors, naming them (a silent partial load is never wanted)."""
+    problems = state_dict_mismatches(state_dict, expected)
     if problems:
         raise DeepSeekCheckpointError(
             f"The weights of {source} do not fit its config.json: " + "; ".join(problems) + ". The weight files "

@@ -21,7 +21,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_janus_pro import JanusProConfig
 from .image_generation import JanusProImageGenerationMixin
-from .deepseek_format import check_state_dict_matches, hub_kwargs_from, is_deepseek_config, load_deepseek_state_dict
+from .deepseek_format import check_state_dict_matches, expected_shapes, hub_kwargs_from, is_deepseek_config, load_deepseek_state_dict
 
 
 logger = logging.get_logger(__name__)
@@ -119,8 +119,7 @@ class JanusProPreTrainedModel(PreTrainedModel):
             )
             kwargs = {**model_kwargs, **unused}
         state_dict = load_deepseek_state_dict(pretrained_model_name_or_path, **hub_kwargs)
-        with torch.device("meta"):
-            expected = {key: tensor.shape for key, tensor in cls(config).state_dict().items()}
+        expected = expected_shapes(cls, config)
         if not any(key.startswith("model.") for key in expected):  # the headless base model
             state_dict = {key[len("model.") :]: value for key, value in state_dict.items() if key.startswith("model.")}
         check_state_dict_matches(state_dict, expected, str(pretrained_model_name_or_path))

@@ -9,6 +9,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.utils import logging
 
+from .image_generation import unconditional_input_ids
 from .image_processing_janus_pro import JanusProImageProcessor, JanusProImageProcessorKwargs
 
 
@@ -283,14 +284,8 @@ class JanusProProcessor(ProcessorMixin):
         squeeze = ids.ndim == 1
         if squeeze:
             ids = ids[None]
-        if attention_mask is None:
-            mask = torch.ones_like(ids)
-        else:
-            mask = torch.as_tensor(attention_mask).reshape(ids.shape)
-        for row in range(ids.shape[0]):
-            positions = torch.nonzero(mask[row]).flatten()
-            if len(positions) > 2:
-                ids[row, positions[1] : positions[-1]] = self.pad_token_id
+        mask = torch.ones_like(ids) if attention_mask is None else torch.as_tensor(attention_mask).reshape(ids.shape)
+        ids = unconditional_input_ids(ids, mask, self.pad_token_id)
         if squeeze:
             ids = ids[0]
         return ids.tolist() if as_list else ids
