@@ -1,26 +1,36 @@
 """Every Python block of the user docs runs, in order, on the bundled tiny checkpoint."""
 
 import re
+import shutil
 from pathlib import Path
+
+import pytest
 
 DOCS = Path(__file__).parent.parent / "docs"
 FENCE = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
-def run_doc(name: str, checkpoint_dir, fixture_dir, monkeypatch) -> dict:
-    """Execute the doc's Python blocks in one namespace, the real model id and image swapped for the fixture's."""
-    blocks = FENCE.findall((DOCS / name).read_text())
-    assert blocks, f"{name} has no Python blocks"
-    monkeypatch.chdir(fixture_dir)
-    namespace = {}
-    for block in blocks:
-        code = block.replace('"deepseek-ai/Janus-Pro-1B"', repr(str(checkpoint_dir))).replace('"cat.png"', '"und_image.png"')
-        exec(compile(code, name, "exec"), namespace)
-    return namespace
+@pytest.fixture
+def run_doc(checkpoint_dir, fixture_dir, tmp_path, monkeypatch):
+    """Execute a doc's Python blocks in one namespace, in a scratch directory holding the fixture image as `cat.png`,
+    with the real model id swapped for the fixture checkpoint."""
+
+    def run(name: str) -> dict:
+        blocks = FENCE.findall((DOCS / name).read_text())
+        assert blocks, f"{name} has no Python blocks"
+        shutil.copy(fixture_dir / "und_image.png", tmp_path / "cat.png")
+        monkeypatch.chdir(tmp_path)
+        namespace = {}
+        for block in blocks:
+            code = block.replace('"deepseek-ai/Janus-Pro-1B"', repr(str(checkpoint_dir)))
+            exec(compile(code, name, "exec"), namespace)
+        return namespace
+
+    return run
 
 
-def test_usage_doc_runs(checkpoint_dir, fixture_dir, monkeypatch, capsys):
-    namespace = run_doc("usage.md", checkpoint_dir, fixture_dir, monkeypatch)
+def test_usage_doc_runs(run_doc, capsys):
+    namespace = run_doc("usage.md")
     assert "JanusProForConditionalGeneration JanusProProcessor" in capsys.readouterr().out
     # The greedy chat answer, the pipeline's answer to the same question and the reloaded model agree.
     assert namespace["result"][0]["generated_text"][-1]["content"] == namespace["answer"]
@@ -28,8 +38,8 @@ def test_usage_doc_runs(checkpoint_dir, fixture_dir, monkeypatch, capsys):
     assert type(namespace["reloaded"]) is type(namespace["model"])
 
 
-def test_conversion_doc_runs(checkpoint_dir, fixture_dir, monkeypatch):
-    namespace = run_doc("conversion.md", checkpoint_dir, fixture_dir, monkeypatch)
+def test_conversion_doc_runs(run_doc):
+    namespace = run_doc("conversion.md")
     assert type(namespace["builtin"]).__name__ == "JanusForConditionalGeneration"
     assert type(namespace["builtin_model"]).__name__ == "JanusForConditionalGeneration"
     restored, model = namespace["restored"].state_dict(), namespace["model"].state_dict()
@@ -37,8 +47,9 @@ def test_conversion_doc_runs(checkpoint_dir, fixture_dir, monkeypatch):
     assert type(namespace["remote_model"]).__name__ == "JanusProForConditionalGeneration"
 
 
-def test_generation_doc_runs(checkpoint_dir, fixture_dir, monkeypatch):
-    namespace = run_doc("generation.md", checkpoint_dir, fixture_dir, monkeypatch)
+def test_generation_doc_runs(run_doc, tmp_path):
+    namespace = run_doc("generation.md")
+    assert (tmp_path / "apple.png").exists()
     assert len(namespace["images"]) == 8
     assert type(namespace["generic"]).__name__ == "JanusProImagePipeline"
     assert len(namespace["pictures"]) == 1 and len(namespace["variation"]) == 1
