@@ -257,3 +257,12 @@ def test_answers_without_the_package_as_with_it(
 def test_resaved_without_the_package_stays_loadable(remote_result, saved_dir):
     assert _auto_maps(remote_result["resaved"]) == _auto_maps(saved_dir)
     assert CODE_FILES <= {path.name for path in remote_result["resaved"].glob("*.py")}
+
+
+def test_saved_model_card_says_how_to_load_without_the_package(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "trust_remote_code=True" in card and "`transformers`, `diffusers` and `torch`" in card
+    (tmp_path / "README.md").write_text("my own card")
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() == "my own card"
