@@ -235,6 +235,7 @@ class JanusProImagePipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         unconditional_image: bool = False,
         cache_implementation: str = "dynamic",
+        prepack_weights: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict]
@@ -272,6 +273,9 @@ class JanusProImagePipeline(DiffusionPipeline):
                 Whether the unconditional branch also sees the prompt's `image` (guidance then follows the text only).
             cache_implementation (`str`, *optional*, defaults to `"dynamic"`):
                 `"static"` preallocates the KV cache.
+            prepack_weights (`bool`, *optional*, defaults to `False`):
+                CPU only: run the decoding steps on oneDNN with weights reordered once per call (faster at small batches,
+                costs a temporary copy of the language model's weights); see `generate_images`.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (floats in [0, 1], NHWC), `"pt"` (floats in [0, 1], NCHW) or `"latent"` (the image
                 tokens, `(num_images, num_image_tokens)`).
@@ -338,6 +342,7 @@ class JanusProImagePipeline(DiffusionPipeline):
                 generator=generator,
                 unconditional_image=unconditional_image,
                 cache_implementation=cache_implementation,
+                prepack_weights=prepack_weights,
                 step_callback=on_step,
             ).image_tokens
 

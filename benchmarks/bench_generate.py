@@ -1,0 +1,594 @@
+"""
+Text-to-image decoding speed: `JanusProForConditionalGeneration.generate_images` (and `JanusProImagePipeline` end to
+end) against transformers' built-in `JanusForConditionalGeneration.generate(generation_mode="image")` on the converted
+weights and against DeepSeek's reference loop (SPEC §4), on the same random weights, in float32 and bfloat16.
+
+    python benchmarks/bench_generate.py
+    python benchmarks/bench_generate.py --quick
+    python benchmarks/bench_generate.py --dtypes bfloat16 --batch_sizes 8 --implementations ours_static builtin
+    python benchmarks/bench_generate.py --device cuda --batch_sizes 1 16
+"""
+
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+
+logger = logging.getLogger("bench_generate")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# A DeepSeek-LLM-style tokenizer (411 tokens, all of Janus-Pro's special tokens), bundled with the tests.
+TOKENIZER_DIR = REPO_ROOT / "tests" / "fixtures" / "janus-pro-tiny-original" / "checkpoint"
+IMPLEMENTATIONS = ("ours", "ours_static", "ours_prepacked", "pipeline", "pipeline_prepacked", "builtin", "reference")
+QUICK_SETTINGS = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 64,
+    "vq_block_out_channels": [32, 32, 32, 32, 32],
+    "vq_latent_channels": 32,
+    "codebook_size": 512,
+    "batch_sizes": [1, 2],
+}
+
+
+@dataclass
+class BenchmarkArguments:
+    """
+    Args:
+        quick: Tiny model (16 image tokens) and batches 1 and 2: a smoke run of a few seconds.
+        device: Where to run (`cpu`, `cuda`, `cuda:1`, ...).
+        dtypes: Precisions to measure, each on the same weights.
+        batch_sizes: Images per prompt.
+        implementations: Which of `ours` (`generate_images`, dynamic cache), `ours_static` (static cache),
+            `ours_prepacked` (`prepack_weights=True`; dropped off CPU), `pipeline` (`JanusProImagePipeline` end to end:
+            prompt, tokens, VQ decode, PIL images), `pipeline_prepacked`, `builtin` (transformers' Janus) and
+            `reference` (DeepSeek's loop) to run.
+        repeats: Timed runs per measurement; the fastest counts.
+        num_threads: CPU threads for torch (default: torch's choice).
+        check_greedy: Run every implementation greedily once per dtype (this is also the warm-up) and compare tokens.
+        hidden_size, intermediate_size, num_hidden_layers, num_attention_heads: The language model.
+        image_size: Image side; the image has `(image_size // 16) ** 2` tokens (24 x 24 = 576 at 384).
+        vq_block_out_channels, vq_latent_channels, codebook_size: The VQ tokenizer (16x down with 5 levels).
+        prompt: The text of every image.
+        guidance_scale, temperature: Sampling settings shared by all implementations.
+        seed: Seed of the random weights and of the sampling.
+        output_json: Also write the results there.
+    """
+
+    quick: bool = field(default=False, metadata={"help": "Tiny model and batches 1 and 2: a smoke run of seconds."})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
+    dtypes: list[str] = field(default_factory=lambda: ["float32", "bfloat16"], metadata={"help": "Precisions."})
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8], metadata={"help": "Images per prompt."})
+    implementations: list[str] = field(
+        default_factory=lambda: list(IMPLEMENTATIONS), metadata={"help": f"Any of {', '.join(IMPLEMENTATIONS)}."}
+    )
+    repeats: int = field(default=1, metadata={"help": "Timed runs per measurement; the fastest counts."})
+    num_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch."})
+    check_greedy: bool = field(default=True, metadata={"help": "Compare greedy tokens (also the warm-up)."})
+    hidden_size: int = field(default=512, metadata={"help": "Language model width."})
+    intermediate_size: int = field(default=1376, metadata={"help": "Language model MLP width."})
+    num_hidden_layers: int = field(default=8, metadata={"help": "Language model layers."})
+    num_attention_heads: int = field(default=8, metadata={"help": "Language model heads."})
+    image_size: int = field(default=384, metadata={"help": "Image side; (image_size // 16) ** 2 image tokens."})
+    vq_block_out_channels: list[int] = field(
+        default_factory=lambda: [32, 32, 64, 64, 64], metadata={"help": "VQ channels per level (5 levels: 16x down)."}
+    )
+    vq_latent_channels: int = field(default=32, metadata={"help": "VQ latent channels."})
+    codebook_size: int = field(default=16384, metadata={"help": "Image-token vocabulary (Janus-Pro: 16384)."})
+    prompt: str = field(
+        default="a red square on the left of a blue circle, under a night sky full of stars",
+        metadata={"help": "The text of every image."},
+    )
+    guidance_scale: float = field(default=5.0, metadata={"help": "Classifier-free guidance weight."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    seed: int = field(default=0, metadata={"help": "Seed of the weights and the sampling."})
+    output_json: str | None = field(default=None, metadata={"help": "Also write the results to this file."})
+
+    def __post_init__(self):
+        if self.quick:
+            for name, value in QUICK_SETTINGS.items():
+                setattr(self, name, value)
+        if not self.device.startswith("cpu"):  # prepacked weights are oneDNN's, on CPU only
+            self.implementations = [name for name in self.implementations if not name.endswith("_prepacked")]
+        unknown = sorted(set(self.implementations) - set(IMPLEMENTATIONS))
+        if unknown:
+            raise ValueError(f"Unknown `implementations` {unknown}; choose from {list(IMPLEMENTATIONS)}.")
+        if self.image_size % 16:
+            raise ValueError(f"`image_size` must be a multiple of 16 (the VQ downsampling), got {self.image_size}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model, its processor and the built-in twin
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_model(args: BenchmarkArguments, tokenizer):
+    """A randomly initialised Janus-Pro of the benchmark's shape (fixed seed), with the tokenizer's special ids."""
+    from transformers_janus import JanusProConfig, JanusProForConditionalGeneration
+
+    token_id = tokenizer.convert_tokens_to_ids
+    config = JanusProConfig(
+        vision_config={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": args.image_size,
+            "patch_size": 16,
+        },
+        text_config={
+            "vocab_size": 512,
+            "hidden_size": args.hidden_size,
+            "intermediate_size": args.intermediate_size,
+            "num_hidden_layers": args.num_hidden_layers,
+            "num_attention_heads": args.num_attention_heads,
+            "num_key_value_heads": args.num_attention_heads,
+            "max_position_embeddings": 4096,
+            "bos_token_id": token_id(tokenizer.bos_token),
+            "eos_token_id": token_id(tokenizer.eos_token),
+        },
+        vq_config={
+            "block_out_channels": args.vq_block_out_channels,
+            "latent_channels": args.vq_latent_channels,
+            "num_vq_embeddings": args.codebook_size,
+        },
+        image_token_id=token_id("<image_placeholder>"),
+        boi_token_id=token_id("<begin_of_image>"),
+        eoi_token_id=token_id("<end_of_image>"),
+        pad_token_id=token_id("<｜▁pad▁｜>"),
+    )
+    torch.manual_seed(args.seed)
+    model = JanusProForConditionalGeneration(config).eval()
+    # Janus-Pro stores its codebook L2-normalised (as loading DeepSeek's checkpoints does).
+    codebook = model.model.vq_model.quantize.embedding.weight
+    codebook.data = torch.nn.functional.normalize(codebook.data, dim=-1)
+    return model.to(args.device)
+
+
+def build_pipeline(model, tokenizer):
+    from transformers_janus import JanusProImagePipeline, JanusProImageProcessor, JanusProProcessor
+
+    image_processor = JanusProImageProcessor(image_size=model.config.image_size)
+    processor = JanusProProcessor(image_processor, tokenizer, num_image_tokens=model.config.num_image_tokens)
+    pipe = JanusProImagePipeline(model=model, processor=processor)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DeepSeek's reference loop
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reference_generate(
+    model,
+    input_ids: torch.LongTensor,
+    parallel_size: int,
+    cfg_weight: float = 5.0,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """
+    DeepSeek's text-to-image loop (`generate` in deepseek-ai/Janus `generation_inference.py`, SPEC §4) written
+    against our model's submodules: rows interleaved conditional / unconditional (every token but the first and the
+    last replaced by pad), one `language_model.model(inputs_embeds=..., use_cache=True, past_key_values=...)` call per
+    step, the image head on the last hidden state, `uncond + w * (cond - uncond)` in the model's dtype, a
+    `torch.multinomial` draw from `softmax(logits / temperature)` (argmax when `greedy`), and the token fed back to
+    both rows as `gen_aligner(gen_embed(token))` (DeepSeek's `prepare_gen_img_embeds`).
+
+    Args:
+        input_ids: The prompt, `[seq_len]`, ending with `<begin_of_image>`.
+        parallel_size: Images to make.
+
+    Returns:
+        The image tokens, `[parallel_size, num_image_tokens]`.
+    """
+    janus = model.model
+    num_image_tokens = model.config.num_image_tokens
+    tokens = input_ids[None].repeat(parallel_size * 2, 1)
+    tokens[1::2, 1:-1] = model.config.pad_token_id
+    inputs_embeds = janus.language_model.get_input_embeddings()(tokens)
+    generated = torch.zeros((parallel_size, num_image_tokens), dtype=torch.int, device=input_ids.device)
+    cache = None
+    for step in range(num_image_tokens):
+        # `past_key_values` is called `cache` in this transformers.
+        outputs = janus.language_model(inputs_embeds=inputs_embeds, use_cache=True, cache=cache)
+        cache = outputs.cache
+        logits = janus.gen_head(outputs.last_hidden_state[:, -1, :])
+        logit_cond, logit_uncond = logits[0::2, :], logits[1::2, :]
+        logits = logit_uncond + cfg_weight * (logit_cond - logit_uncond)
+        if greedy:
+            next_token = logits.argmax(-1, keepdim=True)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            next_token = torch.multinomial(probs, num_samples=1, generator=generator)
+        generated[:, step] = next_token.squeeze(dim=-1)
+        next_token = torch.cat([next_token.unsqueeze(dim=1), next_token.unsqueeze(dim=1)], dim=1).view(-1)
+        inputs_embeds = janus.gen_aligner(janus.gen_embed(next_token)).unsqueeze(dim=1)
+    return generated
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One call of each implementation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Contestants:
+    """What the implementations run on: one set of weights, one prompt."""
+
+    model: object
+    builtin: object
+    pipeline: object
+    input_ids: torch.LongTensor
+    args: BenchmarkArguments
+
+
+def run_implementation(name: str, contestants: Contestants, batch_size: int, greedy: bool) -> torch.Tensor:
+    """Make `batch_size` images of the prompt with one implementation; returns its image tokens."""
+    args, model = contestants.args, contestants.model
+    device = contestants.input_ids.device
+    rows = contestants.input_ids[None].repeat(batch_size, 1)
+    sampling = {"top_k": 1} if greedy else {"temperature": args.temperature}
+    generators = [torch.Generator(device=device).manual_seed(args.seed + row) for row in range(batch_size)]
+    prepack = {"prepack_weights": name.endswith("_prepacked")}
+    if name.startswith("ours"):
+        output = model.generate_images(
+            rows,
+            guidance_scale=args.guidance_scale,
+            generator=generators,
+            cache_implementation="static" if name == "ours_static" else "dynamic",
+            **sampling,
+            **prepack,
+        )
+        return output.image_tokens
+    if name.startswith("pipeline"):
+        pipe = contestants.pipeline
+        if greedy:
+            return pipe(args.prompt, num_images_per_prompt=batch_size, top_k=1, output_type="latent", **prepack).images
+        images = pipe(
+            args.prompt,
+            num_images_per_prompt=batch_size,
+            guidance_scale=args.guidance_scale,
+            temperature=args.temperature,
+            generator=generators,
+            **prepack,
+        ).images
+        if len(images) != batch_size:
+            raise RuntimeError(f"The pipeline made {len(images)} images, expected {batch_size}.")
+        return None
+    if name == "builtin":
+        torch.manual_seed(args.seed)
+        return contestants.builtin.generate(
+            input_ids=rows,
+            attention_mask=torch.ones_like(rows),
+            generation_mode="image",
+            do_sample=not greedy,
+            guidance_scale=args.guidance_scale,
+            temperature=args.temperature,
+        )
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    return reference_generate(
+        model,
+        contestants.input_ids,
+        batch_size,
+        cfg_weight=args.guidance_scale,
+        temperature=args.temperature,
+        greedy=greedy,
+        generator=generator,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _proc_status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_memory(device: torch.device) -> tuple[float | None, bool]:
+    """Start a new peak-memory window; returns the memory in use (MiB) and whether the peak could be reset."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20, True
+    try:  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        resettable = True
+    except OSError:
+        resettable = False
+    current = _proc_status_kib("VmRSS")
+    return (current / 1024 if current is not None else None), resettable
+
+
+def peak_memory(device: torch.device) -> float | None:
+    """Peak memory (MiB) since `reset_peak_memory`: GPU memory allocated by torch on CUDA, resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = _proc_status_kib("VmHWM")
+    if peak is None:  # no /proc: the process's lifetime peak (KiB on Linux, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak / 1024 if sys.platform == "darwin" else peak
+    return peak / 1024
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Measurement:
+    implementation: str
+    dtype: str
+    batch_size: int
+    seconds: float
+    seconds_per_image: float
+    tokens_per_second: float
+    ms_per_step: float
+    peak_memory_mib: float | None
+    extra_memory_per_image_mib: float | None
+    memory_kind: str
+
+
+def measure(name: str, contestants: Contestants, batch_size: int, dtype: str) -> Measurement:
+    args = contestants.args
+    device = contestants.input_ids.device
+    num_tokens = contestants.model.config.num_image_tokens
+    best, peak, before = float("inf"), None, None
+    for _ in range(args.repeats):
+        before, resettable = reset_peak_memory(device)
+        synchronize(device)
+        start = time.perf_counter()
+        run_implementation(name, contestants, batch_size, greedy=False)
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+        peak = peak_memory(device)
+        if not resettable:
+            before = None
+    extra = max(peak - before, 0.0) / batch_size if peak is not None and before is not None else None
+    return Measurement(
+        implementation=name,
+        dtype=dtype,
+        batch_size=batch_size,
+        seconds=best,
+        seconds_per_image=best / batch_size,
+        tokens_per_second=num_tokens * batch_size / best,
+        ms_per_step=best / num_tokens * 1000,
+        peak_memory_mib=peak,
+        extra_memory_per_image_mib=extra,
+        memory_kind="GPU allocated" if device.type == "cuda" else "RSS",
+    )
+
+
+def required_matches(dtype: str, implementations: list[str]) -> list[tuple[str, str]]:
+    """
+    The (implementation, baseline) pairs whose greedy tokens must be identical. In float32 every implementation but
+    the prepacked ones computes bit for bit what the reference loop computes. In bfloat16 the reference loop and the
+    built-in combine the guidance in bfloat16 and we in float32, so only our own variants must agree with `ours`
+    (prepacked ones included: oneDNN's bfloat16 products are the default ones).
+    """
+    ours_variants = ["ours_static", "pipeline"]
+    if dtype == "float32":
+        pairs = [(name, "reference") for name in ("ours", "ours_static", "pipeline", "builtin")]
+    else:
+        ours_variants += ["ours_prepacked", "pipeline_prepacked"]
+        pairs = []
+    pairs += [(name, "ours") for name in ours_variants]
+    return [(name, baseline) for name, baseline in pairs if name in implementations and baseline in implementations]
+
+
+def check_greedy_tokens(contestants: Contestants, implementations: list[str], dtype: str) -> dict:
+    """
+    One greedy image from every implementation (the run doubles as the warm-up), compared with the reference loop's
+    and with `ours`: equal tokens mean the implementations do the same work.
+    """
+    tokens = {name: run_implementation(name, contestants, 1, greedy=True).long().cpu() for name in implementations}
+    # Warm the VQ decoder up too (the pipeline's greedy run stops at the tokens), and time it
+    device = contestants.input_ids.device
+    start = time.perf_counter()
+    contestants.model.decode_image_tokens(next(iter(tokens.values())).to(device))
+    synchronize(device)
+    report = {"tokens": {}, "vq_decode_seconds_per_image": time.perf_counter() - start}
+    for name, found in tokens.items():
+        report["tokens"][name] = {}
+        for baseline in ("reference", "ours"):
+            if baseline in tokens and baseline != name:
+                differ = (found != tokens[baseline]).nonzero()
+                report["tokens"][name][f"vs_{baseline}"] = {
+                    "identical": bool(differ.numel() == 0),
+                    "first_difference": int(differ[0, -1]) if differ.numel() else None,
+                    "agreement": float((found == tokens[baseline]).float().mean()),
+                }
+    required = required_matches(dtype, implementations)
+    report["required"] = [f"{name} == {baseline}" for name, baseline in required]
+    report["passed"] = all(report["tokens"][name][f"vs_{baseline}"]["identical"] for name, baseline in required)
+    return report
+
+
+def describe_greedy_check(report: dict) -> str:
+    parts = []
+    for name, comparisons in report["tokens"].items():
+        for key, result in comparisons.items():
+            found = "identical" if result["identical"] else f"differ from step {result['first_difference']}"
+            parts.append(f"{name} {key.replace('_', ' ')}: {found}")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def format_table(measurements: list[Measurement]) -> str:
+    header = (
+        "| implementation | dtype | batch | s | s/image | image tokens/s | ms/step | peak MiB | +MiB/image |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [header]
+    for item in measurements:
+        peak = f"{item.peak_memory_mib:.0f}" if item.peak_memory_mib is not None else "n/a"
+        extra = f"{item.extra_memory_per_image_mib:.1f}" if item.extra_memory_per_image_mib is not None else "n/a"
+        lines.append(
+            f"| {item.implementation} | {item.dtype} | {item.batch_size} | {item.seconds:.2f} | "
+            f"{item.seconds_per_image:.2f} | {item.tokens_per_second:.1f} | {item.ms_per_step:.1f} | {peak} | {extra} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(measurements: list[Measurement]) -> list[dict]:
+    """Tokens/s of each of our implementations over the built-in's and the reference loop's, per dtype and batch."""
+    speed = {(m.implementation, m.dtype, m.batch_size): m.tokens_per_second for m in measurements}
+    rows = []
+    for (name, dtype, batch_size), value in speed.items():
+        if name in ("builtin", "reference"):
+            continue
+        row = {"implementation": name, "dtype": dtype, "batch_size": batch_size}
+        for baseline in ("builtin", "reference"):
+            other = speed.get((baseline, dtype, batch_size))
+            row[f"over_{baseline}"] = value / other if other else None
+        rows.append(row)
+    return rows
+
+
+def format_ratios(rows: list[dict]) -> str:
+    lines = ["| implementation | dtype | batch | ours / built-in | ours / reference |", "|---|---|---:|---:|---:|"]
+    for row in rows:
+        cells = [f"{row[key]:.2f}x" if row[key] is not None else "n/a" for key in ("over_builtin", "over_reference")]
+        lines.append(f"| {row['implementation']} | {row['dtype']} | {row['batch_size']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def describe_machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{name} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+        f"threads ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main(args: BenchmarkArguments) -> dict:
+    import transformers
+    from transformers import AutoTokenizer
+
+    from transformers_janus.convert_janus import janus_pro_to_janus
+
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    device = torch.device(args.device)
+
+    # Build the model once, in float32; other dtypes are casts of the same weights
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    model = build_model(args, tokenizer)
+    pipeline = build_pipeline(model, tokenizer)
+    input_ids = pipeline.encode_prompt([args.prompt], None, None, 1, device)["input_ids"][0]
+    config = model.config
+    logger.info(
+        f"Model: LLM hidden {config.text_config.hidden_size}, {config.text_config.num_hidden_layers} layers, "
+        f"{config.text_config.num_attention_heads} heads, MLP {config.text_config.intermediate_size}; "
+        f"{config.num_image_tokens} image tokens ({config.image_token_grid}x{config.image_token_grid}), codebook "
+        f"{config.vq_config.num_vq_embeddings}, image {config.image_size}px; prompt {input_ids.shape[0]} tokens; "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+    )
+    logger.info(f"Machine: {describe_machine(device)}")
+
+    measurements, verification = [], {}
+    for dtype in args.dtypes:
+        model.to(getattr(torch, dtype))
+        contestants = Contestants(
+            model=model,
+            builtin=janus_pro_to_janus(model).eval() if "builtin" in args.implementations else None,
+            pipeline=pipeline,
+            input_ids=input_ids,
+            args=args,
+        )
+        # Warm-up (and equal-work check): one greedy image from each implementation
+        if args.check_greedy:
+            start = time.perf_counter()
+            verification[dtype] = report = check_greedy_tokens(contestants, args.implementations, dtype)
+            logger.info(
+                f"[{dtype}] greedy tokens ({time.perf_counter() - start:.1f}s): {describe_greedy_check(report)}. "
+                f"Required identical: {', '.join(report['required']) or 'none'}: "
+                f"{'PASSED' if report['passed'] else 'FAILED'}. VQ decode: "
+                f"{report['vq_decode_seconds_per_image']:.2f} s/image"
+            )
+        for batch_size in args.batch_sizes:
+            for name in args.implementations:
+                if not args.check_greedy:
+                    run_implementation(name, contestants, batch_size, greedy=False)
+                measurement = measure(name, contestants, batch_size, dtype)
+                measurements.append(measurement)
+                logger.info(
+                    f"[{dtype}] {name:18s} batch {batch_size}: {measurement.tokens_per_second:8.1f} tokens/s, "
+                    f"{measurement.seconds_per_image:6.2f} s/image"
+                )
+        contestants.builtin = None
+
+    ratio_rows = ratios(measurements)
+    logger.info("\n" + format_table(measurements))
+    logger.info("\n" + format_ratios(ratio_rows))
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": describe_machine(device),
+        "arguments": asdict(args),
+        "num_image_tokens": config.num_image_tokens,
+        "prompt_tokens": int(input_ids.shape[0]),
+        "measurements": [asdict(item) for item in measurements],
+        "ratios": ratio_rows,
+        "greedy_check": verification,
+        "greedy_check_passed": all(report["passed"] for report in verification.values()),
+    }
+    if args.output_json:
+        Path(args.output_json).write_text(json.dumps(results, indent=2) + "\n")
+    failed = [dtype for dtype, report in verification.items() if not report["passed"]]
+    if failed:
+        raise RuntimeError(f"Greedy tokens that must be identical differ in {failed}: {verification}")
+    return results
+
+
+def make_parser():
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(BenchmarkArguments)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    (arguments,) = make_parser().parse_args_into_dataclasses()
+    main(arguments)
