@@ -41,3 +41,19 @@ def model(checkpoint_dir):
     from transformers_janus import JanusProForConditionalGeneration
 
     return JanusProForConditionalGeneration.from_pretrained(checkpoint_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def left_padded_image_prompts(checkpoint_dir, golden):
+    """The fixture's text-to-image prompt and a shorter one, left-padded into one batch: (ids, mask, [long, short])."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
+    short = torch.tensor(tokenizer("<|User|>: a cat\n\n<|Assistant|>:<begin_of_image>").input_ids)
+    long = golden["gen.prompt_ids"]
+    batch = torch.full((2, len(long)), tokenizer.pad_token_id)
+    mask = torch.zeros_like(batch)
+    batch[0], mask[0] = long, 1
+    batch[1, -len(short) :], mask[1, -len(short) :] = short, 1
+    return batch, mask, [long, short]

@@ -86,16 +86,8 @@ def test_bfloat16_prepacked_sampling_equals_the_default(model, checkpoint_dir, p
     assert torch.equal(default.logits, prepacked.logits)
 
 
-def test_dynamic_and_static_caches_give_identical_logits(model, golden, checkpoint_dir):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
-    short = torch.tensor(tokenizer("<|User|>: a cat\n\n<|Assistant|>:<begin_of_image>").input_ids)
-    long = golden["gen.prompt_ids"]
-    batch = torch.full((2, len(long)), tokenizer.pad_token_id)
-    mask = torch.zeros_like(batch)
-    batch[0], mask[0] = long, 1
-    batch[1, -len(short) :], mask[1, -len(short) :] = short, 1
+def test_dynamic_and_static_caches_give_identical_logits(model, left_padded_image_prompts):
+    batch, mask, _ = left_padded_image_prompts
     outputs = [
         model.generate_images(batch, attention_mask=mask, output_logits=True, cache_implementation=cache, **sampling)
         for cache in ("dynamic", "static")

@@ -49,18 +49,10 @@ def test_same_seed_same_tokens_and_batch_equals_single_runs(model, prompt_rows):
         assert torch.equal(alone[0], first[row])
 
 
-def test_left_padded_prompts_of_different_lengths_match_single_runs(model, golden, checkpoint_dir):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
-    short = torch.tensor(tokenizer("<|User|>: a cat\n\n<|Assistant|>:<begin_of_image>").input_ids)
-    long = golden["gen.prompt_ids"]
-    batch = torch.full((2, len(long)), tokenizer.pad_token_id)
-    mask = torch.zeros_like(batch)
-    batch[0], mask[0] = long, 1
-    batch[1, -len(short) :], mask[1, -len(short) :] = short, 1
+def test_left_padded_prompts_of_different_lengths_match_single_runs(model, left_padded_image_prompts):
+    batch, mask, prompts = left_padded_image_prompts
     together = model.generate_images(batch, attention_mask=mask, top_k=1, output_logits=True)
-    for row, prompt in enumerate((long, short)):
+    for row, prompt in enumerate(prompts):
         alone = model.generate_images(prompt[None], top_k=1, output_logits=True)
         assert together.image_tokens[row].tolist() == alone.image_tokens[0].tolist()
         torch.testing.assert_close(together.logits[row], alone.logits[0], atol=1e-4, rtol=0)
