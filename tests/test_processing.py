@@ -403,3 +403,10 @@ def test_image_text_to_text_pipeline_with_chat_input(checkpoint_dir, golden_meta
     messages = [{"role": "user", "content": [{"type": "image", "image": und_image}, QUESTION[1]]}]
     output = pipe(text=messages, max_new_tokens=12, generate_kwargs={"do_sample": False})
     assert output[0]["generated_text"][-1] == {"role": "assistant", "content": golden_meta["und_greedy_text"]}
+
+
+def test_image_generation_prompt_with_an_image(processor, golden_meta):
+    text = golden_meta["gen_prompt_text"]
+    prompts = processor.build_image_generation_prompt([text, text], with_image=[True, False])
+    assert prompts[0] == f"<|User|>: <image_placeholder>\n{text}\n\n<|Assistant|>:<begin_of_image>"
+    assert prompts[1] == golden_meta["gen_prompt"]

@@ -127,7 +127,7 @@ class JanusProImagePipeline(DiffusionPipeline):
         `<image_placeholder>` before the text of prompts that come with an image; one row per image to generate.
         """
         images = image if image is not None else [None] * len(prompt)
-        texts = [self._generation_prompt(text, with_image=picture is not None) for text, picture in zip(prompt, images)]
+        texts = self.processor.build_image_generation_prompt(prompt, with_image=[picture is not None for picture in images])
         texts = [text for text in texts for _ in range(num_images_per_prompt)]
         pictures = [[picture] if picture is not None else [] for picture in images for _ in range(num_images_per_prompt)]
         inputs = self.processor(text=texts, images=pictures, padding=True, return_tensors="pt")
@@ -135,16 +135,14 @@ class JanusProImagePipeline(DiffusionPipeline):
         if "pixel_values" in inputs:
             encoded["pixel_values"] = inputs["pixel_values"].to(device, self.model.dtype)
         if negative_prompt is not None:
-            negative_texts = [self._generation_prompt(text) for text in negative_prompt for _ in range(num_images_per_prompt)]
+            negative_texts = [
+                text for text in self.processor.build_image_generation_prompt(negative_prompt)
+                for _ in range(num_images_per_prompt)
+            ]
             negative = self.processor(text=negative_texts, padding=True, return_tensors="pt")
             encoded["negative_input_ids"] = negative["input_ids"].to(device)
             encoded["negative_attention_mask"] = negative["attention_mask"].to(device)
         return encoded
-
-    def _generation_prompt(self, text: str, with_image: bool = False) -> str:
-        content = [{"type": "image"}, {"type": "text", "text": text}] if with_image else text
-        conversation = [{"role": "system", "content": ""}, {"role": "user", "content": content}]
-        return self.processor.apply_chat_template(conversation, add_generation_prompt=True) + self.processor.boi_token
 
     def check_inputs(
         self,

@@ -251,14 +251,22 @@ class JanusProProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]
 
-    def build_image_generation_prompt(self, prompt: str | list[str]) -> str | list[str]:
+    def build_image_generation_prompt(
+        self, prompt: str | list[str], with_image: bool | list[bool] = False
+    ) -> str | list[str]:
         """
         Text-to-image prompt as DeepSeek builds it: the chat format with an empty system prompt, the generation prompt
-        and `<begin_of_image>`, e.g. `<|User|>: {prompt}\\n\\n<|Assistant|>:<begin_of_image>`.
+        and `<begin_of_image>`, e.g. `<|User|>: {prompt}\\n\\n<|Assistant|>:<begin_of_image>`. A prompt `with_image`
+        (one flag for all, or one per prompt) starts with an `<image_placeholder>`, as an image item does in chat.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        flags = [with_image] * len(prompts) if isinstance(with_image, bool) else list(with_image)
         conversations = [
-            [{"role": "system", "content": ""}, {"role": "user", "content": sample}] for sample in prompts
+            [
+                {"role": "system", "content": ""},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample}] if image else sample},
+            ]
+            for sample, image in zip(prompts, flags)
         ]
         texts = self.apply_chat_template(conversations, add_generation_prompt=True)
         texts = [sample + self.boi_token for sample in texts]
