@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from transformers_janus.image_generation import filter_logits, unconditional_input_ids
+from transformers_janus.image_generation import filter_logits
+from transformers_janus.utils import unconditional_input_ids
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
-
-from .deepseek_format import deepseek_config_to_janus_pro_dict, hub_kwargs_from, is_deepseek_config, read_special_token_ids
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 
 @strict
@@ -220,11 +219,16 @@ class JanusProConfig(PreTrainedConfig):
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
-        """Also reads DeepSeek's own `multi_modality` config.json, mapped to ours (special token ids by text)."""
+        """
+        Also reads the config.json of another format whose config class is registered with `AutoConfig` to read as
+        ours (it has a `to_janus_pro_dict` classmethod, e.g. DeepSeek's `multi_modality`, registered on import).
+        """
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if is_deepseek_config(config_dict):
-            token_ids = read_special_token_ids(pretrained_model_name_or_path, **hub_kwargs_from(kwargs))
-            config_dict = deepseek_config_to_janus_pro_dict(config_dict, token_ids)
+        model_type = config_dict.get("model_type")
+        if model_type != cls.model_type and model_type in CONFIG_MAPPING:
+            reader = CONFIG_MAPPING[model_type]
+            if hasattr(reader, "to_janus_pro_dict"):
+                config_dict = reader.to_janus_pro_dict(config_dict, pretrained_model_name_or_path, **kwargs)
         return config_dict, kwargs
 
     @classmethod

@@ -26,7 +26,7 @@ from transformers.models.janus.image_processing_pil_janus import JanusImageProce
 from transformers.utils import cached_file, logging
 
 from .configuration_janus_pro import JanusProConfig
-from .deepseek_format import SPECIAL_TOKENS, expected_shapes, state_dict_mismatches
+from .utils import SPECIAL_TOKENS, expected_shapes, state_dict_mismatches
 from .image_processing_janus_pro import JanusProImageProcessor
 from .modeling_janus_pro import JanusProForConditionalGeneration
 from .processing_janus_pro import JanusProProcessor

@@ -12,6 +12,9 @@ import torch
 from transformers import PreTrainedConfig
 from transformers.utils import cached_file, is_flash_attn_2_available, logging
 
+from .configuration_janus_pro import JanusProConfig
+from .utils import CheckpointError, hub_kwargs_from, read_special_token_ids
+
 
 logger = logging.get_logger(__name__)
 
@@ -25,18 +28,10 @@ SIGLIP_PRESETS = {
 VQ_PRESETS = {"VQ-16": {"ch": 128, "z_channels": 256, "ch_mult": [1, 1, 2, 2, 4], "image_token_size": 16384, "n_embed": 8}}
 SUPPORTED_PROJECTORS = {"mlp_gelu", "linear"}
 
-# Special tokens, looked up by text: their ids differ between published checkpoints (pad 100002 vs 100015).
-SPECIAL_TOKENS = {
-    "image_token_id": "<image_placeholder>",
-    "boi_token_id": "<begin_of_image>",
-    "eoi_token_id": "<end_of_image>",
-    "pad_token_id": "<｜▁pad▁｜>",
-}
-
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
 
-class DeepSeekCheckpointError(ValueError):
+class DeepSeekCheckpointError(CheckpointError):
     """A DeepSeek-format checkpoint that cannot be read: the message names the file, field or tensor."""
 
 
@@ -124,24 +119,6 @@ def _text_config(language_config: dict) -> dict:
     return text_config
 
 
-def read_special_token_ids(name_or_path: str | os.PathLike, **hub_kwargs) -> dict[str, int]:
-    """Ids of Janus's special tokens, read from the checkpoint's `tokenizer.json` by their text."""
-    tokenizer_file = cached_file(
-        name_or_path, "tokenizer.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
-    )
-    if tokenizer_file is None:
-        return {}
-    with open(tokenizer_file, encoding="utf-8") as handle:
-        tokenizer = json.load(handle)
-    vocab = {token["content"]: token["id"] for token in tokenizer.get("added_tokens", [])}
-    vocab.update(tokenizer.get("model", {}).get("vocab", {}) or {})
-    found = {name: vocab[text] for name, text in SPECIAL_TOKENS.items() if text in vocab}
-    missing = sorted(set(SPECIAL_TOKENS) - set(found))
-    if missing:
-        logger.warning(f"tokenizer.json of {name_or_path} lacks {[SPECIAL_TOKENS[m] for m in missing]}; using defaults.")
-    return found
-
-
 def deepseek_config_to_janus_pro_dict(config_dict: dict, special_token_ids: dict[str, int] | None = None) -> dict:
     """Map DeepSeek's `multi_modality` config.json to the keyword arguments of [`JanusProConfig`]."""
     vision_params = _component(config_dict, "vision_config", {"CLIPVisionTower"})
@@ -186,17 +163,14 @@ class DeepSeekJanusConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        from .configuration_janus_pro import JanusProConfig
+        janus_pro_dict = cls.to_janus_pro_dict(config_dict, kwargs.get("name_or_path"), **hub_kwargs_from(kwargs))
+        return JanusProConfig.from_dict(janus_pro_dict, **kwargs)
 
-        name_or_path = kwargs.get("name_or_path")
-        special_token_ids = read_special_token_ids(name_or_path, **hub_kwargs_from(kwargs)) if name_or_path else {}
-        return JanusProConfig.from_dict(deepseek_config_to_janus_pro_dict(config_dict, special_token_ids), **kwargs)
-
-
-def hub_kwargs_from(kwargs: dict) -> dict:
-    """The download arguments among `from_pretrained` keyword arguments."""
-    keys = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
-    return {key: kwargs[key] for key in keys if kwargs.get(key) is not None}
+    @classmethod
+    def to_janus_pro_dict(cls, config_dict: dict, source: str | os.PathLike | None = None, **kwargs) -> dict:
+        """`config_dict` mapped to [`JanusProConfig`]'s fields, special token ids read from `source`'s tokenizer."""
+        special_token_ids = read_special_token_ids(source, **hub_kwargs_from(kwargs)) if source else {}
+        return deepseek_config_to_janus_pro_dict(config_dict, special_token_ids)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -319,42 +293,3 @@ def load_deepseek_state_dict(name_or_path: str | os.PathLike, **hub_kwargs) -> d
     for path in resolve_weight_files(name_or_path, **hub_kwargs):
         state_dict.update(load_weight_file(path))
     return convert_deepseek_state_dict(state_dict)
-
-
-def expected_shapes(model_class, config) -> dict[str, torch.Size]:
-    """The state-dict shapes `model_class(config)` has, found on the meta device (no memory for weights)."""
-    with torch.device("meta"):
-        return {key: tensor.shape for key, tensor in model_class(config).state_dict().items()}
-
-
-def state_dict_mismatches(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> list[str]:
-    """Missing, unexpected and mis-shaped tensors, each named (at most 10 of a kind), as phrases for an error."""
-
-    def listing(names: list[str]) -> str:
-        return f"{names[:10]}{' ...' if len(names) > 10 else ''}"
-
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(expected[key])}"
-        for key in sorted(set(state_dict) & set(expected))
-        if tuple(state_dict[key].shape) != tuple(expected[key])
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors {listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches {listing(mismatched)}")
-    return problems
-
-
-def check_state_dict_matches(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str):
-    """Refuse missing, unexpected or mis-shaped tensors, naming them (a silent partial load is never wanted)."""
-    problems = state_dict_mismatches(state_dict, expected)
-    if problems:
-        raise DeepSeekCheckpointError(
-            f"The weights of {source} do not fit its config.json: " + "; ".join(problems) + ". The weight files "
-            "and config.json come from different checkpoints, or a file is damaged: download the checkpoint again."
-        )

@@ -18,6 +18,8 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, StaticCa
 from transformers.models.llama.modeling_llama import LlamaModel
 from transformers.utils import ModelOutput
 
+from .utils import unconditional_input_ids
+
 
 @dataclass
 class JanusProImageGenerationOutput(ModelOutput):
@@ -30,25 +32,6 @@ class JanusProImageGenerationOutput(ModelOutput):
 
     image_tokens: torch.LongTensor | None = None
     logits: torch.FloatTensor | None = None
-
-
-def unconditional_input_ids(
-    input_ids: torch.LongTensor,
-    attention_mask: torch.LongTensor,
-    pad_token_id: int,
-    keep_token_ids: tuple[int, ...] = (),
-):
-    """
-    DeepSeek's unconditional rows: every real token but the first (BOS) and the last (`<begin_of_image>`) becomes
-    the pad token. Works on left-padded batches (the first *real* token is kept). Tokens in `keep_token_ids` (the
-    image span, when the unconditional branch should see the input image) are kept too.
-    """
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-    first_real = (attention_mask == 0).sum(-1, keepdim=True)
-    keep = (positions == first_real) | (positions == input_ids.shape[1] - 1) | (attention_mask == 0)
-    for token_id in keep_token_ids:
-        keep |= input_ids == token_id
-    return torch.where(keep, input_ids, torch.full_like(input_ids, pad_token_id))
 
 
 def left_pad_to(input_ids, attention_mask, length: int, pad_token_id: int):

@@ -22,7 +22,8 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_janus_pro import JanusProConfig
 from .image_generation import JanusProImageGenerationMixin
-from .deepseek_format import check_state_dict_matches, expected_shapes, hub_kwargs_from, is_deepseek_config, load_deepseek_state_dict
+from .deepseek_format import DeepSeekCheckpointError, is_deepseek_config, load_deepseek_state_dict
+from .utils import check_state_dict_matches, expected_shapes, hub_kwargs_from
 
 
 logger = logging.get_logger(__name__)
@@ -163,7 +164,7 @@ class JanusProPreTrainedModel(PreTrainedModel):
         expected = expected_shapes(cls, config)
         if not any(key.startswith("model.") for key in expected):  # the headless base model
             state_dict = {key[len("model.") :]: value for key, value in state_dict.items() if key.startswith("model.")}
-        check_state_dict_matches(state_dict, expected, str(pretrained_model_name_or_path))
+        check_state_dict_matches(state_dict, expected, str(pretrained_model_name_or_path), DeepSeekCheckpointError)
         return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
 
     def _init_weights(self, module):

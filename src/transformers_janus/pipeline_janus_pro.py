@@ -81,7 +81,7 @@ class JanusProImagePipeline(DiffusionPipeline):
         """
         from transformers.utils import cached_file
 
-        from .deepseek_format import hub_kwargs_from
+        from .utils import hub_kwargs_from
 
         hub_kwargs = hub_kwargs_from(kwargs)
         model_index = cached_file(

@@ -9,7 +9,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.utils import logging
 
-from .image_generation import unconditional_input_ids
+from .utils import unconditional_input_ids
 from .image_processing_janus_pro import JanusProImageProcessor, JanusProImageProcessorKwargs
 
 
