@@ -38,3 +38,29 @@ def test_inconsistent_image_token_count_is_refused():
 def test_token_id_outside_vocabulary_is_refused():
     with pytest.raises(StrictDataclassClassValidationError, match="outside the text vocabulary"):
         JanusProConfig(image_token_id=10**6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"text_config": {"hidden_size": 0}}, "text_config.hidden_size"),
+        ({"vision_config": {"hidden_size": 0}}, "vision_config.hidden_size"),
+        ({"vision_config": {"patch_size": 0}}, "vision_config.patch_size"),
+        ({"vq_config": {"num_vq_embeddings": 0}}, "vq_config.num_vq_embeddings"),
+        ({"text_config": {"num_hidden_layers": -1}}, "text_config.num_hidden_layers"),
+        ({"vq_config": {"block_out_channels": [128, 0]}}, r"vq_config.block_out_channels\[1\]"),
+    ],
+)
+def test_sizes_that_are_not_positive_are_refused_by_name(kwargs, name):
+    with pytest.raises(ValueError, match=rf"must be positive integers: {{'{name}': -?\d+}}"):
+        JanusProConfig(**kwargs)
+
+
+def test_default_token_ids_that_do_not_fit_a_small_vocabulary_become_none():
+    """The defaults are DeepSeek's ids (vocabulary 102400); a small model must set its own, explicit ones are checked."""
+    config = JanusProConfig(text_config={"vocab_size": 99}, image_token_id=0)
+    assert config.image_token_id == 0
+    assert (config.boi_token_id, config.eoi_token_id, config.pad_token_id) == (None, None, None)
+    assert JanusProConfig().pad_token_id == 100015
+    with pytest.raises(StrictDataclassClassValidationError, match="outside the text vocabulary"):
+        JanusProConfig(text_config={"vocab_size": 99}, image_token_id=120)

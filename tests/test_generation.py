@@ -85,8 +85,17 @@ def test_streaming_prints_the_greedy_answer(model, golden, tokenizer, capsys):
 
 
 def test_placeholders_without_images_are_refused(model, golden):
+    # `generate` (what a user calls) refuses; the forward embeds the placeholders as text, as transformers' assisted
+    # decoding needs when its assistant runs the prompt without the images (issue 8, cause A of the common tests).
     with pytest.raises(ValueError, match=r"16 `<image_placeholder>` tokens but no `pixel_values`"):
-        model(input_ids=golden["und.input_ids"])
+        model.generate(input_ids=golden["und.input_ids"], max_new_tokens=1)
+    with pytest.raises(ValueError, match=r"16 `<image_placeholder>` tokens but no `pixel_values`"):
+        model.generate(golden["und.input_ids"], max_new_tokens=1)
+    with torch.no_grad():
+        logits = model(input_ids=golden["und.input_ids"]).logits
+        embeds = model.get_input_embeddings()(golden["und.input_ids"])
+        expected = model(inputs_embeds=embeds).logits
+    torch.testing.assert_close(logits, expected, atol=0, rtol=0)
 
 
 def test_images_without_placeholders_are_refused(model, golden, text_only_ids):
@@ -153,3 +162,21 @@ def test_image_text_to_text_pipeline_greedy_tokens_match_reference(model, checkp
     prompt_length = golden["und.input_ids"].shape[1]
     assert token_ids[:prompt_length].tolist() == golden["und.input_ids"][0].tolist()
     assert token_ids[prompt_length:].tolist() == golden["und.greedy_new_tokens"].tolist()
+
+
+def test_empty_prompt_is_refused_before_any_work(model):
+    with pytest.raises(ValueError, match=r"at least one token \(BOS\), got shape \[1, 0\]"):
+        model.generate(input_ids=torch.empty(1, 0, dtype=torch.long), max_new_tokens=1)
+
+
+def test_rope_scaling_lifts_the_context_check(checkpoint_dir):
+    """With RoPE scaling configured the context extends past `max_position_embeddings` (cause B of the common tests)."""
+    from transformers_janus import JanusProForConditionalGeneration
+
+    model = JanusProForConditionalGeneration.from_pretrained(checkpoint_dir).eval()
+    long_ids = torch.ones(1, model.config.text_config.max_position_embeddings + 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="more than the model's context"):
+        model(input_ids=long_ids)
+    model.config.text_config.rope_parameters = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    with torch.no_grad():
+        assert model(input_ids=long_ids).logits.shape[1] == long_ids.shape[1]

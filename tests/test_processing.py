@@ -410,3 +410,25 @@ def test_image_generation_prompt_with_an_image(processor, golden_meta):
     prompts = processor.build_image_generation_prompt([text, text], with_image=[True, False])
     assert prompts[0] == f"<|User|>: <image_placeholder>\n{text}\n\n<|Assistant|>:<begin_of_image>"
     assert prompts[1] == golden_meta["gen_prompt"]
+
+
+def test_loading_deepseeks_tokenizer_prints_no_warning(checkpoint_dir):
+    """DeepSeek's tokenizer_config.json names LlamaTokenizerFast for a byte-level tokenizer.json: read it silently."""
+    import subprocess
+    import sys
+
+    code = (
+        "from transformers_janus import JanusProProcessor; "
+        f"processor = JanusProProcessor.from_pretrained({str(checkpoint_dir)!r}); "
+        "print(type(processor.tokenizer).__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "TokenizersBackend"
+    assert "tokenizer_class" not in result.stderr and "ByteLevel" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("text, message", [([], "non-empty list"), (["a", None], r"entries \[1\] are \['NoneType'\]")])
+def test_empty_or_none_text_is_refused_by_name(processor, text, message):
+    with pytest.raises(ValueError, match=message):
+        processor(text=text)

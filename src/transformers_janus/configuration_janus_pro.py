@@ -102,6 +102,9 @@ class JanusProConfig(PreTrainedConfig):
         boi_token_id (`int`, *optional*, defaults to 100016): Id of `<begin_of_image>`.
         eoi_token_id (`int`, *optional*, defaults to 100593): Id of `<end_of_image>`.
         pad_token_id (`int`, *optional*, defaults to 100015): Id of the pad token (also the CFG unconditional token).
+            The four defaults are Janus-Pro-7B's ids in DeepSeek's 102400-token vocabulary; with a smaller
+            vocabulary a default that does not fit becomes None (set the ids from your tokenizer). An id passed
+            explicitly must lie inside the vocabulary.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`): Janus-Pro's `lm_head` is its own tensor.
 
     Special token ids differ between published checkpoints: read them from the tokenizer (loading DeepSeek's
@@ -162,9 +165,9 @@ class JanusProConfig(PreTrainedConfig):
     projector_hidden_act: str = "gelu"
     image_head_hidden_size: int | None = None
     num_image_tokens: int | None = None
-    image_token_id: int = 100581
-    boi_token_id: int = 100016
-    eoi_token_id: int = 100593
+    image_token_id: int | None = 100581
+    boi_token_id: int | None = 100016
+    eoi_token_id: int | None = 100593
     pad_token_id: int | None = 100015
     tie_word_embeddings: bool = False
 
@@ -177,10 +180,48 @@ class JanusProConfig(PreTrainedConfig):
                 spec = self.sub_configs_defaults[name]
                 setattr(self, name, {"model_type": spec.model_type, **spec.init_kwargs, **value})
         super().__post_init__(**kwargs)
+        self._check_sizes()
+        vocab_size = self.text_config.vocab_size
+        for name in ("image_token_id", "boi_token_id", "eoi_token_id", "pad_token_id"):
+            default = type(self).__dataclass_fields__[name].default
+            if getattr(self, name) == default and not default < vocab_size:
+                setattr(self, name, None)  # DeepSeek's id does not exist in this vocabulary
         if self.image_head_hidden_size is None:
             self.image_head_hidden_size = self.text_config.hidden_size
         if self.num_image_tokens is None:
             self.num_image_tokens = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
+
+    def _check_sizes(self):
+        """Sizes that must be positive, checked before anything divides by them (a zero would crash far away)."""
+        sizes = {
+            "text_config.vocab_size": self.text_config.vocab_size,
+            "text_config.hidden_size": self.text_config.hidden_size,
+            "text_config.intermediate_size": self.text_config.intermediate_size,
+            "text_config.num_hidden_layers": self.text_config.num_hidden_layers,
+            "text_config.num_attention_heads": self.text_config.num_attention_heads,
+            "text_config.max_position_embeddings": self.text_config.max_position_embeddings,
+            "vision_config.hidden_size": self.vision_config.hidden_size,
+            "vision_config.intermediate_size": self.vision_config.intermediate_size,
+            "vision_config.num_hidden_layers": self.vision_config.num_hidden_layers,
+            "vision_config.num_attention_heads": self.vision_config.num_attention_heads,
+            "vision_config.image_size": self.vision_config.image_size,
+            "vision_config.patch_size": self.vision_config.patch_size,
+            "vq_config.num_vq_embeddings": self.vq_config.num_vq_embeddings,
+            "vq_config.vq_embed_dim": self.vq_config.vq_embed_dim,
+            "vq_config.latent_channels": self.vq_config.latent_channels,
+            "vq_config.layers_per_block": self.vq_config.layers_per_block,
+            "vq_config.norm_num_groups": self.vq_config.norm_num_groups,
+        }
+        if self.image_head_hidden_size is not None:
+            sizes["image_head_hidden_size"] = self.image_head_hidden_size
+        for index, channels in enumerate(self.vq_config.block_out_channels):
+            sizes[f"vq_config.block_out_channels[{index}]"] = channels
+        bad = {name: value for name, value in sizes.items() if not isinstance(value, int) or value < 1}
+        if bad:
+            raise ValueError(
+                f"These Janus-Pro config sizes must be positive integers: {bad}. Fix them in config.json (or the "
+                "config arguments); a checkpoint's config.json must describe the shapes of its weights."
+            )
 
     @property
     def image_size(self) -> int:

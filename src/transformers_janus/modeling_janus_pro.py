@@ -8,6 +8,7 @@ import torch
 from diffusers import VQModel
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import (
@@ -17,7 +18,8 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, cached_file, logging
+from transformers.utils import TransformersKwargs, cached_file, is_tracing, logging, torch_compilable_check
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_janus_pro import JanusProConfig
@@ -167,10 +169,20 @@ class JanusProPreTrainedModel(PreTrainedModel):
         check_state_dict_matches(state_dict, expected, str(pretrained_model_name_or_path), DeepSeekCheckpointError)
         return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """
+        False: unlike arbitrary custom code, `_init_weights` here initialises through `transformers.initialization`
+        (which marks what it set), so initialisation runs as for an in-library composite model: SigLIP's and Llama's
+        own `_init_weights` apply to their towers unchanged (for custom code, transformers skips modules whose own
+        parameters are all set, e.g. SigLIP's attention init, so a meta-device init would differ from a fresh model).
+        """
+        return False
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, nn.Embedding) and module is getattr(self, "gen_embed", None):
-            nn.init.normal_(module.weight, std=1.0)
+            init.normal_(module.weight, std=1.0)
 
 
 class JanusProModel(JanusProPreTrainedModel):
@@ -221,14 +233,35 @@ class JanusProModel(JanusProPreTrainedModel):
         image_outputs.pooler_output = self.aligner(image_outputs.last_hidden_state)
         return image_outputs
 
-    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """Boolean mask `[batch, seq]` of the `<image_placeholder>` positions that receive image features."""
+    def get_placeholder_mask(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Boolean mask `[batch, seq]` of the `<image_placeholder>` positions that receive image features. With
+        `image_features` `[num_images, tokens, hidden]`, also checks (compile-safely) that they fill the positions.
+        """
         if input_ids is None:
             image_embedding = self.get_input_embeddings()(
                 torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
             )
-            return (inputs_embeds == image_embedding).all(-1)
-        return input_ids == self.config.image_token_id
+            mask = (inputs_embeds == image_embedding).all(-1)
+        else:
+            mask = input_ids == self.config.image_token_id
+        if image_features is not None:
+            num_images, tokens_per_image = image_features.shape[0], image_features.shape[1]
+            torch_compilable_check(
+                mask.sum() == num_images * tokens_per_image,
+                lambda: (
+                    f"The text holds {int(mask.sum())} `<image_placeholder>` tokens but {num_images} image(s) give "
+                    f"{num_images * tokens_per_image} features ({tokens_per_image} per image). Build inputs with "
+                    "JanusProProcessor, which expands each placeholder to one image's tokens, and pass exactly one "
+                    "image per placeholder."
+                ),
+            )
+        return mask
 
     def get_image_token_embeddings(self, image_token_ids: torch.LongTensor) -> torch.Tensor:
         """LLM input embeddings of image tokens (generation path): `gen_aligner(gen_embed(ids))`."""
@@ -266,14 +299,28 @@ class JanusProModel(JanusProPreTrainedModel):
 
     @staticmethod
     def _check_token_range(token_ids: torch.Tensor, vocab_size: int, what: str):
-        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= vocab_size):
-            raise ValueError(
-                f"Out-of-range {what}: found values in [{int(token_ids.min())}, {int(token_ids.max())}], but the "
-                f"vocabulary has {vocab_size} entries. Tokenize with this checkpoint's tokenizer/processor."
+        """Refuse ids outside `[0, vocab_size)` (an embedding lookup would fail obscurely); a compile-safe check."""
+        if token_ids.numel():
+            torch_compilable_check(
+                ((token_ids >= 0) & (token_ids < vocab_size)).all(),
+                lambda: (
+                    f"Out-of-range {what}: found values in [{int(token_ids.min())}, {int(token_ids.max())}], but the "
+                    f"vocabulary has {vocab_size} entries. Tokenize with this checkpoint's tokenizer/processor."
+                ),
             )
 
-    def _check_context_length(self, seq_length: int, cache: Cache | None):
+    def _check_context_length(self, seq_length: int, cache: Cache | None = None):
+        """
+        Refuse sequences longer than the language model's context, from shapes only (no host sync): skipped while
+        compiling, for caches that count positions on the device (static caches; `generate` checks their length up
+        front) and when RoPE scaling (linear, dynamic, YaRN, ...) extends the context past `max_position_embeddings`.
+        """
+        rope_parameters = getattr(self.config.text_config, "rope_parameters", None) or {}
+        if is_tracing() or rope_parameters.get("rope_type", "default") != "default":
+            return
         past = cache.get_seq_length() if cache is not None else 0
+        if isinstance(past, torch.Tensor):
+            return
         max_positions = self.config.text_config.max_position_embeddings
         if past + seq_length > max_positions:
             raise ValueError(
@@ -283,6 +330,7 @@ class JanusProModel(JanusProPreTrainedModel):
             )
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -295,10 +343,15 @@ class JanusProModel(JanusProPreTrainedModel):
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> JanusProModelOutputWithPast:
+        r"""
+        `<image_placeholder>` positions take the image features of `pixel_values` (or `mm_encoder_outputs`); without
+        images they embed as the placeholder token (as when transformers' assisted decoding runs the text alone).
+        `generate` refuses placeholders without images; the processor matches images to placeholders.
+        """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
-        if "past_key_values" in kwargs:
-            cache = kwargs.pop("past_key_values")
+        if pixel_values is not None and mm_encoder_outputs is not None:
+            raise ValueError("Pass either `pixel_values` or precomputed `mm_encoder_outputs`, not both.")
         seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         self._check_context_length(seq_length, cache)
 
@@ -306,31 +359,16 @@ class JanusProModel(JanusProPreTrainedModel):
             self._check_token_range(input_ids, self.config.text_config.vocab_size, "token ids")
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        if pixel_values is not None and mm_encoder_outputs is not None:
-            raise ValueError("Pass either `pixel_values` or precomputed `mm_encoder_outputs`, not both.")
         image_outputs = (mm_encoder_outputs or {}).get("image")
         if image_outputs is None and pixel_values is not None:
             image_outputs = self.get_image_features(pixel_values, return_dict=True)
-        placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
         if image_outputs is not None:
             image_features = image_outputs.pooler_output
-            n_placeholders = int(placeholder_mask.sum())
-            if n_placeholders != image_features.shape[0] * image_features.shape[1]:
-                raise ValueError(
-                    f"The text holds {n_placeholders} `<image_placeholder>` tokens but {image_features.shape[0]} "
-                    f"image(s) give {image_features.shape[0] * image_features.shape[1]} features "
-                    f"({image_features.shape[1]} per image). Build inputs with JanusProProcessor, which expands each "
-                    "placeholder to one image's tokens, and pass exactly one image per placeholder."
-                )
+            placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             image_features = image_features.reshape(-1, inputs_embeds.shape[-1]).to(
                 inputs_embeds.device, inputs_embeds.dtype
             )
             inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask.unsqueeze(-1), image_features)
-        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0) and placeholder_mask.any():
-            raise ValueError(
-                f"The text holds {int(placeholder_mask.sum())} `<image_placeholder>` tokens but no `pixel_values` "
-                "were given. Pass the images to the processor together with the text."
-            )
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -392,6 +430,45 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
     def decode_image_tokens(self, image_tokens: torch.LongTensor) -> torch.FloatTensor:
         return self.model.decode_image_tokens(image_tokens)
 
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """
+        `GenerationMixin.generate`, refusing up front a prompt whose `<image_placeholder>` tokens come without images
+        (the forward itself embeds them as text, as transformers' assisted decoding needs for its assistant).
+        """
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if torch.is_tensor(input_ids) and (input_ids.ndim != 2 or input_ids.shape[1] == 0):
+            raise ValueError(
+                f"`input_ids` must be a [batch, length] tensor holding at least one token (BOS), got shape "
+                f"{list(input_ids.shape)}; build prompts with the processor."
+            )
+        text_mode = kwargs.get("generation_mode", "text") == "text"
+        # Images come as pixels or encoder outputs, or already sit in a cache that the prompt continues.
+        has_images = any(kwargs.get(name) is not None for name in ("pixel_values", "mm_encoder_outputs"))
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        continues_cache = cache is not None and cache.get_seq_length() > 0
+        is_assistant = getattr(generation_config, "is_assistant", False)
+        if text_mode and not (has_images or continues_cache or is_assistant) and torch.is_tensor(input_ids) and not input_ids.is_floating_point():
+            num_placeholders = int((input_ids == self.config.image_token_id).sum())
+            if num_placeholders:
+                raise ValueError(
+                    f"The text holds {num_placeholders} `<image_placeholder>` tokens but no `pixel_values` were given. "
+                    "Pass the images to the processor together with the text."
+                )
+        return super().generate(inputs=inputs, generation_config=generation_config, **kwargs)
+
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """Also refuse, before any work, a prompt plus `max_new_tokens` longer than the language model's context."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        rope_parameters = getattr(self.config.text_config, "rope_parameters", None) or {}
+        max_positions = self.config.text_config.max_position_embeddings
+        if rope_parameters.get("rope_type", "default") == "default" and generation_config.max_length > max_positions:
+            raise ValueError(
+                f"The prompt is {input_ids_length} tokens long and generation may reach {generation_config.max_length}, "
+                f"more than the model's context of {max_positions} tokens (`text_config.max_position_embeddings`). "
+                "Shorten the prompt, use fewer images (each takes `num_image_tokens` positions) or lower "
+                "`max_new_tokens`."
+            )
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """
         `PreTrainedModel.save_pretrained`, which also copies this model's code (this module and the modules it
@@ -413,6 +490,7 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,

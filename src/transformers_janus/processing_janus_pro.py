@@ -2,7 +2,8 @@
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, TokenizersBackend
+from transformers.models.auto.tokenization_auto import get_tokenizer_config
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import ImageInput
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
@@ -164,8 +165,23 @@ class JanusProProcessor(ProcessorMixin):
         image_processor = JanusProImageProcessor.from_pretrained(
             pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
-        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
-        return [image_processor, tokenizer]
+        return [image_processor, cls._load_tokenizer(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)]
+
+    @staticmethod
+    def _load_tokenizer(pretrained_model_name_or_path, **kwargs):
+        """
+        DeepSeek's tokenizer_config.json names `LlamaTokenizerFast` for a byte-level BPE tokenizer.json, which
+        `AutoTokenizer` reads as `TokenizersBackend` with a warning a user cannot act on; read it so directly.
+        """
+        tokenizer_config = get_tokenizer_config(pretrained_model_name_or_path, **kwargs)
+        declared = (tokenizer_config.get("tokenizer_class") or "").removesuffix("Fast")
+        if (
+            declared == "LlamaTokenizer"
+            and "auto_map" not in tokenizer_config
+            and TokenizersBackend._tokenizer_json_has_byte_level(pretrained_model_name_or_path, **kwargs)
+        ):
+            return TokenizersBackend.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def __call__(
         self,
@@ -198,8 +214,25 @@ class JanusProProcessor(ProcessorMixin):
                 )
         if isinstance(text, str):
             text = [text]
+        self._check_text(text)
         images = self._check_images(text, images)
         return super().__call__(images=images, text=text, **kwargs)
+
+    @staticmethod
+    def _check_text(text) -> None:
+        """A batch is a non-empty list of strings (None means no text at all, as for images alone)."""
+        if text is None:
+            return
+        if not isinstance(text, (list, tuple)) or not text:
+            raise ValueError(
+                f"`text` must be a string or a non-empty list of strings, got {text!r}; pass at least one prompt."
+            )
+        bad = [index for index, sample in enumerate(text) if not isinstance(sample, (str, list, tuple))]
+        if bad:
+            raise ValueError(
+                f"`text` entries must be strings, but entries {bad} are {[type(text[i]).__name__ for i in bad]}; "
+                "drop them or replace them with (possibly empty) strings."
+            )
 
     def _check_images(self, text: list[str] | None, images) -> list | None:
         """Match the images to the `<image_placeholder>` of each text; returns them as a flat list in text order."""
