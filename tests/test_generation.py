@@ -122,11 +122,14 @@ def test_out_of_range_token_ids_are_refused(model):
 
 
 def test_prompt_longer_than_the_context_is_refused(model):
+    # `generate` refuses before any work; the forward runs on, as Llama's does (transformers' common tests run
+    # inputs 1.5x `max_position_embeddings` through the base model).
     too_long = torch.zeros(1, model.config.text_config.max_position_embeddings + 1, dtype=torch.long)
     with pytest.raises(ValueError, match=r"more than the model's context of 1024 tokens"):
-        model(input_ids=too_long)
-    with pytest.raises(ValueError, match=r"more than the model's context of 1024 tokens"):
         model.generate(input_ids=too_long, max_new_tokens=1)
+    fits = too_long[:, :-2]
+    with pytest.raises(ValueError, match=r"generation may reach 1027, more than the model's context of 1024 tokens"):
+        model.generate(input_ids=fits, max_new_tokens=4)
 
 
 def test_processor_batch_of_conversations_answers_as_each_alone(model, checkpoint_dir, fixture_dir):
@@ -174,9 +177,10 @@ def test_rope_scaling_lifts_the_context_check(checkpoint_dir):
     from transformers_janus import JanusProForConditionalGeneration
 
     model = JanusProForConditionalGeneration.from_pretrained(checkpoint_dir).eval()
-    long_ids = torch.ones(1, model.config.text_config.max_position_embeddings + 8, dtype=torch.long)
+    long_ids = torch.ones(1, model.config.text_config.max_position_embeddings - 2, dtype=torch.long)
     with pytest.raises(ValueError, match="more than the model's context"):
-        model(input_ids=long_ids)
+        model.generate(input_ids=long_ids, max_new_tokens=4, do_sample=False)
     model.config.text_config.rope_parameters = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
     with torch.no_grad():
-        assert model(input_ids=long_ids).logits.shape[1] == long_ids.shape[1]
+        output = model.generate(input_ids=long_ids, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] == long_ids.shape[1] + 4

@@ -311,9 +311,10 @@ class JanusProModel(JanusProPreTrainedModel):
 
     def _check_context_length(self, seq_length: int, cache: Cache | None = None):
         """
-        Refuse sequences longer than the language model's context, from shapes only (no host sync): skipped while
-        compiling, for caches that count positions on the device (static caches; `generate` checks their length up
-        front) and when RoPE scaling (linear, dynamic, YaRN, ...) extends the context past `max_position_embeddings`.
+        Refuse sequences longer than the language model's context, from shapes only (no host sync), for the eager
+        entry points (`generate_images`); skipped while compiling, for caches that count positions on the device
+        (static caches) and when RoPE scaling (linear, dynamic, YaRN, ...) extends the context past
+        `max_position_embeddings`.
         """
         rope_parameters = getattr(self.config.text_config, "rope_parameters", None) or {}
         if is_tracing() or rope_parameters.get("rope_type", "default") != "default":
@@ -346,15 +347,14 @@ class JanusProModel(JanusProPreTrainedModel):
         r"""
         `<image_placeholder>` positions take the image features of `pixel_values` (or `mm_encoder_outputs`); without
         images they embed as the placeholder token (as when transformers' assisted decoding runs the text alone).
-        `generate` refuses placeholders without images; the processor matches images to placeholders.
+        `generate` refuses placeholders without images; the processor matches images to placeholders. As for Llama,
+        the forward runs past `max_position_embeddings` (RoPE extrapolates, or a RoPE scaling extends the context);
+        `generate` and `generate_images` refuse a prompt that cannot fit before doing any work.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if pixel_values is not None and mm_encoder_outputs is not None:
             raise ValueError("Pass either `pixel_values` or precomputed `mm_encoder_outputs`, not both.")
-        seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        self._check_context_length(seq_length, cache)
-
         if inputs_embeds is None:
             self._check_token_range(input_ids, self.config.text_config.vocab_size, "token ids")
             inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -443,7 +443,7 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
             )
         text_mode = kwargs.get("generation_mode", "text") == "text"
         # Images come as pixels or encoder outputs, or already sit in a cache that the prompt continues.
-        has_images = any(kwargs.get(name) is not None for name in ("pixel_values", "mm_encoder_outputs"))
+        has_images = any(kwargs.get(name) is not None for name in ("pixel_values", "mm_encoder_outputs", "inputs_embeds"))
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         continues_cache = cache is not None and cache.get_seq_length() > 0
         is_assistant = getattr(generation_config, "is_assistant", False)
