@@ -1,25 +1,48 @@
-"""Janus-Pro on the Hugging Face stack. Importing this package registers its classes with the Auto API."""
+"""
+Janus-Pro on the Hugging Face stack. Importing this package registers its classes with the Auto API.
 
-from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
-from .image_processing_janus_pro import JanusProImageProcessor
-from .modeling_janus_pro import JanusProForConditionalGeneration, JanusProModel, JanusProPreTrainedModel
-from .pipeline_janus_pro import JanusProImagePipeline
-from .processing_janus_pro import JanusProProcessor
-from .registration import register_auto_classes
+The import itself is cheap: public names are resolved from their submodule on first access (as transformers'
+`_LazyModule` does, but without importing transformers, so that `janus-pro --help` starts at once), and the Auto
+registration runs as soon as transformers' Auto modules are imported (see [`registration`]).
+"""
 
+import importlib
+from typing import TYPE_CHECKING
 
-register_auto_classes()
+from .registration import install_auto_registration, register_auto_classes
+
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "JanusProConfig",
-    "JanusProVQConfig",
-    "JanusProPreTrainedModel",
-    "JanusProModel",
-    "JanusProForConditionalGeneration",
-    "JanusProImageProcessor",
-    "JanusProProcessor",
-    "JanusProImagePipeline",
-    "register_auto_classes",
-]
+# Each public name, by the submodule that defines it. Only the top-level names: submodules import as usual.
+_import_structure = {
+    "configuration_janus_pro": ["JanusProConfig", "JanusProVQConfig"],
+    "modeling_janus_pro": ["JanusProPreTrainedModel", "JanusProModel", "JanusProForConditionalGeneration"],
+    "image_processing_janus_pro": ["JanusProImageProcessor"],
+    "processing_janus_pro": ["JanusProProcessor"],
+    "pipeline_janus_pro": ["JanusProImagePipeline"],
+}
+
+__all__ = [name for names in _import_structure.values() for name in names] + ["register_auto_classes"]
+
+if TYPE_CHECKING:
+    from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
+    from .image_processing_janus_pro import JanusProImageProcessor
+    from .modeling_janus_pro import JanusProForConditionalGeneration, JanusProModel, JanusProPreTrainedModel
+    from .pipeline_janus_pro import JanusProImagePipeline
+    from .processing_janus_pro import JanusProProcessor
+else:
+    _name_to_module = {name: module for module, names in _import_structure.items() for name in names}
+
+    def __getattr__(name: str):
+        if name not in _name_to_module:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{_name_to_module[name]}", __name__), name)
+        globals()[name] = value  # later accesses skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))
+
+
+install_auto_registration()
