@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from transformers_janus import JanusProForConditionalGeneration, JanusProProcessor
-from transformers_janus.convert_deepseek import convert_deepseek_to_janus_pro
+from transformers_janus.conversion import convert_deepseek_to_janus_pro
 
 
 @torch.no_grad()

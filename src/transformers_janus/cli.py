@@ -66,53 +66,16 @@ def chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def checkpoint_format(name_or_path: str) -> str:
-    """`deepseek`, `ours` or `janus`, from the checkpoint's config.json."""
-    import json
-
-    from transformers.utils import cached_file
-
-    try:
-        config_file = cached_file(name_or_path, "config.json", _raise_exceptions_for_missing_entries=False)
-    except OSError as error:  # neither a local directory nor a reachable hub repository
-        raise CommandError(f"{name_or_path!r} does not exist locally and cannot be fetched ({error}).") from error
-    if config_file is None:
-        raise CommandError(f"{name_or_path!r} has no config.json: it is not a checkpoint directory (or hub id).")
-    with open(config_file, encoding="utf-8") as handle:
-        model_type = json.load(handle).get("model_type")
-    formats = {"multi_modality": "deepseek", "janus_pro": "ours", "janus": "janus"}
-    if model_type not in formats:
-        raise CommandError(
-            f"{name_or_path!r} holds a {model_type!r} model; `janus-pro convert` reads Janus-Pro checkpoints in "
-            "DeepSeek's format (multi_modality), ours (janus_pro) or transformers' built-in one (janus)."
-        )
-    return formats[model_type]
-
-
 def convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    if Path(args.source).resolve() == Path(args.destination).resolve():
+    from .conversion import ConversionArguments, run_conversion
+
+    if Path(args.src_dir).resolve() == Path(args.dst_dir).resolve():
         raise CommandError("SRC and DST are the same directory; write the converted checkpoint elsewhere.")
-    source_format = checkpoint_format(args.source)
-    target = args.to or ("janus" if source_format == "ours" else "ours")
-    if source_format == target == "janus":
-        raise CommandError(f"{args.source!r} is already in transformers' built-in janus format.")
-
-    from .convert_deepseek import convert_deepseek_to_janus_pro
-    from .convert_janus import JanusConversionError, convert_janus_pro_to_janus, convert_janus_to_janus_pro
-
-    if target == "janus":
-        converter = convert_janus_pro_to_janus
-    elif source_format == "janus":
-        converter = convert_janus_to_janus_pro
-    else:
-        converter = convert_deepseek_to_janus_pro  # DeepSeek's format, or ours re-saved in another dtype/sharding
-    try:
-        converter(args.source, args.destination, dtype=args.dtype, max_shard_size=args.max_shard_size)
-    except JanusConversionError as error:
-        raise CommandError(str(error)) from error
-    print(f"Converted {args.source} ({source_format}) to {args.destination} ({target}).")
+    fields = {name: getattr(args, name) for name in ConversionArguments.__dataclass_fields__}
+    result = run_conversion(ConversionArguments(**fields))
+    print(f"Converted {args.src_dir} ({result.source_format}) to {args.dst_dir} ({result.target_format}).")
     return 0
 
 
@@ -148,6 +111,29 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_conversion_arguments(parser: argparse.ArgumentParser):
+    """`SRC DST [--to] [--dtype] ...`: the fields of the conversion's arguments dataclass, SRC and DST positional."""
+    from dataclasses import MISSING, fields
+
+    from .conversion.arguments import ConversionArguments
+
+    for argument in fields(ConversionArguments):
+        help_text = argument.metadata["help"]
+        if argument.default is MISSING:  # the source and destination directories
+            parser.add_argument(argument.name, metavar=argument.name.split("_")[0].upper(), help=help_text)
+        elif argument.type in (bool, "bool"):
+            parser.add_argument(f"--{argument.name.replace('_', '-')}", action="store_true", help=help_text)
+        else:
+            default = f" (default: {argument.default})" if argument.default is not None else ""
+            parser.add_argument(
+                f"--{argument.name.replace('_', '-')}",
+                dest=argument.name,
+                default=argument.default,
+                choices=argument.metadata.get("choices"),
+                help=help_text + default,
+            )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janus-pro", description="Janus-Pro on the Hugging Face stack.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -176,14 +162,7 @@ def make_parser() -> argparse.ArgumentParser:
     convert_parser = subparsers.add_parser(
         "convert", help="Convert a checkpoint between DeepSeek's format, ours and transformers' built-in janus."
     )
-    convert_parser.add_argument("source", metavar="SRC", help="Checkpoint directory or hub id (format detected).")
-    convert_parser.add_argument("destination", metavar="DST", help="Output directory.")
-    convert_parser.add_argument(
-        "--to", choices=("ours", "janus"), default=None,
-        help="Target format: 'ours' (janus_pro) or 'janus' (transformers' built-in); default: ours, or janus from ours.",
-    )
-    convert_parser.add_argument("--dtype", choices=DTYPES, default=None, help="Weights dtype (default: the checkpoint's).")
-    convert_parser.add_argument("--max-shard-size", default="5GB", help="Largest weight file written (default 5GB).")
+    add_conversion_arguments(convert_parser)
     convert_parser.set_defaults(handler=convert)
     return parser
 
@@ -192,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except CommandError as error:
+    except (CommandError, ValueError, OSError) as error:  # expected failures: one line, no traceback
         print(f"janus-pro {args.command}: error: {error}", file=sys.stderr)
         return 2
 
