@@ -18,9 +18,12 @@ _EXPORTS = {
         "JanusConversionError",
         "raise_if_problems",
         "dtype_kwargs",
+        "check_max_shard_size",
+        "check_destination",
         "source_format",
         "has_tokenizer",
         "check_processor_matches",
+        "check_checkpoint_tensors",
     ],
     "config": ["janus_pro_config_to_janus", "janus_config_to_janus_pro", "janus_special_token_ids"],
     "weights": ["janus_pro_key_to_janus", "convert_janus_pro_state_dict_to_janus", "convert_janus_state_dict_to_janus_pro"],
@@ -32,6 +35,7 @@ _EXPORTS = {
         "convert_janus_to_janus_pro",
         "ConvertedCheckpoint",
         "convert_checkpoint",
+        "staged_directory",
     ],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -41,6 +45,9 @@ if TYPE_CHECKING:
     from .checks import (
         CHECKPOINT_DTYPES,
         JanusConversionError,
+        check_checkpoint_tensors,
+        check_destination,
+        check_max_shard_size,
         check_processor_matches,
         dtype_kwargs,
         has_tokenizer,
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
         convert_deepseek_to_janus_pro,
         convert_janus_pro_to_janus,
         convert_janus_to_janus_pro,
+        staged_directory,
     )
     from .models import janus_pro_to_janus, janus_to_janus_pro
     from .processors import janus_pro_processor_to_janus, janus_processor_to_janus_pro

@@ -3,17 +3,40 @@ Checks every conversion shares: conversion arguments (dtype, shard size), whethe
 belong together, and whether a checkpoint's weight files hold exactly the tensors its config asks for.
 """
 
+import fnmatch
 import os
+import re
 from pathlib import Path
 
 import torch
 from transformers.utils import cached_file
 
 from ..configuration_janus_pro import JanusProConfig
-from ..utils import SPECIAL_TOKENS, CheckpointError, checkpoint_format, read_config_dict
+from ..deepseek_format import load_weight_file, resolve_weight_files
+from ..utils import SPECIAL_TOKENS, CheckpointError, check_state_dict_matches, checkpoint_format, read_config_dict
 
 
 CHECKPOINT_DTYPES = ("float32", "bfloat16", "float16")
+# Sizes `save_pretrained` (huggingface_hub's shard splitter) reads in a string, e.g. "5GB", "500MB", "1.5GB".
+SHARD_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(TB|GB|MB|KB)\s*$", re.IGNORECASE)
+# What a checkpoint directory written by `save_pretrained` (model, processor, remote code, model card) holds: a
+# destination holding only such files may be replaced by a new conversion; anything else stops it.
+CHECKPOINT_FILE_PATTERNS = (
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.bin",
+    "*.index.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "chat_template.*",
+    "README.md",
+    "*.py",
+    ".gitattributes",
+)
 
 
 class JanusConversionError(ValueError):
@@ -44,6 +67,65 @@ def dtype_kwargs(dtype: str | torch.dtype | None) -> dict:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"`dtype` must be one of {list(CHECKPOINT_DTYPES)} or a floating torch.dtype, got {dtype!r}.")
     return {"dtype": dtype}
+
+
+def check_max_shard_size(max_shard_size: str | int) -> str | int:
+    """
+    `max_shard_size` as `save_pretrained` takes it (a positive number of bytes, or a size such as `"5GB"`), checked
+    before anything is loaded or written; a string of digits becomes that number of bytes.
+    """
+    if isinstance(max_shard_size, str) and max_shard_size.strip().isdigit():
+        max_shard_size = int(max_shard_size)
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, (int, str)):
+        raise ValueError(f"`max_shard_size` must be a size such as '5GB' or a number of bytes, got {max_shard_size!r}.")
+    if isinstance(max_shard_size, int):
+        if max_shard_size <= 0:
+            raise ValueError(f"`max_shard_size` must be a positive number of bytes, got {max_shard_size}.")
+        return max_shard_size
+    match = SHARD_SIZE.match(max_shard_size)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"`max_shard_size` must be a size such as '5GB', '500MB' or '300KB' (units TB, GB, MB, KB) or a number of "
+            f"bytes, got {max_shard_size!r}."
+        )
+    return max_shard_size
+
+
+def check_destination(src_dir: str | os.PathLike, dst_dir: str | os.PathLike):
+    """
+    Refuse, before anything is loaded or written, a destination that a conversion must not replace: the source
+    itself, a folder that holds the source, a file, or a folder holding anything else than a checkpoint's files (the
+    converted checkpoint replaces the destination as a whole, so that no stale weight file of an earlier checkpoint
+    stays beside the new ones).
+    """
+    destination = Path(dst_dir).resolve()
+    source = Path(src_dir).resolve() if Path(src_dir).exists() else None
+    if source is not None and source == destination:
+        raise ValueError(
+            f"The source and the destination are the same directory ({str(dst_dir)!r}); write the converted "
+            "checkpoint elsewhere (converting in place would overwrite the source)."
+        )
+    if source is not None and destination in source.parents:
+        raise ValueError(
+            f"The destination {str(dst_dir)!r} holds the source {str(src_dir)!r}; the converted checkpoint replaces "
+            "its destination as a whole, so write it elsewhere."
+        )
+    for ancestor in [destination, *destination.parents]:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"The destination {str(dst_dir)!r} is (or lies under) a file: {str(ancestor)!r}.")
+            break
+    if destination.is_dir():
+        foreign = sorted(
+            entry.name + ("/" if entry.is_dir() else "")
+            for entry in destination.iterdir()
+            if entry.is_dir() or not any(fnmatch.fnmatch(entry.name, pattern) for pattern in CHECKPOINT_FILE_PATTERNS)
+        )
+        if foreign:
+            raise ValueError(
+                f"The destination {str(dst_dir)!r} holds files that are not part of a checkpoint ({foreign[:10]}); "
+                "a conversion replaces its destination folder as a whole. Pick a new or empty folder, or move them."
+            )
 
 
 def _is_hub_id(name: str) -> bool:
@@ -122,12 +204,37 @@ def check_processor_matches(tokenizer, num_image_tokens: int, config: JanusProCo
         )
 
 
+def check_checkpoint_tensors(name_or_path: str | os.PathLike, expected: dict[str, torch.Size], ignore: tuple = ()):
+    """
+    Refuse a checkpoint whose weight files lack a tensor its config asks for, hold one it does not, or hold one of
+    another shape, naming them: `from_pretrained` would initialise a missing tensor at random (with a warning only)
+    and the conversion would write those random numbers. Only the files' headers are read for safetensors.
+    """
+    shapes = {}
+    for path in resolve_weight_files(name_or_path):
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as handle:
+                for key in handle.keys():
+                    shapes[key] = handle.get_slice(key).get_shape()
+        else:
+            shapes.update({key: tensor.shape for key, tensor in load_weight_file(path).items()})
+    found = {key: torch.empty(shape, device="meta") for key, shape in shapes.items() if key not in ignore}
+    check_state_dict_matches(
+        found, {key: shape for key, shape in expected.items() if key not in ignore}, str(name_or_path), JanusConversionError
+    )
+
+
 __all__ = [
     "CHECKPOINT_DTYPES",
     "JanusConversionError",
     "raise_if_problems",
     "dtype_kwargs",
+    "check_max_shard_size",
+    "check_destination",
     "source_format",
     "has_tokenizer",
     "check_processor_matches",
+    "check_checkpoint_tensors",
 ]

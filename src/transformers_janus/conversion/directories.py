@@ -5,7 +5,12 @@ and processor. [`convert_checkpoint`] detects the source's format and picks the 
 """
 
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
@@ -13,8 +18,16 @@ from transformers.utils import logging
 
 from ..modeling_janus_pro import JanusProForConditionalGeneration
 from ..processing_janus_pro import JanusProProcessor
-from ..utils import SPECIAL_TOKENS
-from .checks import check_processor_matches, dtype_kwargs, has_tokenizer, source_format
+from ..utils import SPECIAL_TOKENS, expected_shapes
+from .checks import (
+    check_checkpoint_tensors,
+    check_destination,
+    check_max_shard_size,
+    check_processor_matches,
+    dtype_kwargs,
+    has_tokenizer,
+    source_format,
+)
 from .models import janus_pro_to_janus, janus_to_janus_pro
 from .processors import janus_pro_processor_to_janus, janus_processor_to_janus_pro
 
@@ -22,6 +35,74 @@ from .processors import janus_pro_processor_to_janus, janus_processor_to_janus_p
 logger = logging.get_logger(__name__)
 
 TARGET_FORMATS = ("ours", "janus")
+# The converter of each source format, named in the error for a source it does not read.
+CONVERTER_OF_FORMAT = {
+    "deepseek": "convert_deepseek_to_janus_pro",
+    "ours": "convert_janus_pro_to_janus",
+    "janus": "convert_janus_to_janus_pro",
+}
+
+
+@contextmanager
+def staged_directory(dst_dir: str | os.PathLike) -> Iterator[Path]:
+    """
+    A new folder beside `dst_dir` to write a checkpoint into; when the block completes, it takes `dst_dir`'s place
+    (an earlier checkpoint there is replaced as a whole, so none of its weight files stays beside the new ones). When
+    the block fails or is interrupted, the folder is removed and `dst_dir` is left as it was.
+    """
+    destination = Path(dst_dir).absolute()
+    created = [parent for parent in reversed(destination.parents) if not parent.exists()]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = destination.parent / f".{destination.name}.converting-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if destination.exists():
+            replaced = destination.parent / f".{destination.name}.replaced-{uuid.uuid4().hex[:8]}"
+            os.rename(destination, replaced)
+            try:
+                os.rename(staging, destination)
+            except BaseException:
+                os.rename(replaced, destination)
+                raise
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.rename(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(created):
+            if parent.exists() and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
+
+
+def _check_arguments(
+    src_dir, dst_dir, dtype, max_shard_size, accepted_formats: tuple[str, ...], converter: str
+) -> tuple[str, dict, str | int]:
+    """
+    Every argument of a directory conversion, checked before anything is loaded or written: the source's format
+    (one `converter` reads), the dtype, the shard size and the destination. Returns the format, the `dtype` keyword of
+    `from_pretrained` and the shard size.
+    """
+    found = source_format(src_dir)
+    if found not in accepted_formats:
+        raise ValueError(
+            f"{str(src_dir)!r} is in the {found!r} format, which `{converter}` does not read; use "
+            f"`{CONVERTER_OF_FORMAT[found]}` or `convert_checkpoint`, which picks the conversion from the format."
+        )
+    loading_kwargs = dtype_kwargs(dtype)
+    max_shard_size = check_max_shard_size(max_shard_size)
+    check_destination(src_dir, dst_dir)
+    return found, loading_kwargs, max_shard_size
+
+
+def _load_janus_pro_model(src_dir, found: str, loading_kwargs: dict) -> JanusProForConditionalGeneration:
+    """Our model of a checkpoint in DeepSeek's format or ours, refusing one of ours that lacks a tensor."""
+    model = JanusProForConditionalGeneration.from_pretrained(src_dir, **loading_kwargs)
+    if found == "ours":  # DeepSeek's format is checked tensor by tensor when it is read
+        check_checkpoint_tensors(src_dir, expected_shapes(JanusProForConditionalGeneration, model.config))
+    return model
+
 
 
 def convert_deepseek_to_janus_pro(
@@ -38,17 +119,25 @@ def convert_deepseek_to_janus_pro(
 
     Args:
         src_dir: DeepSeek's checkpoint directory or Hub id (e.g. `deepseek-ai/Janus-Pro-1B`).
-        dst_dir: Output directory.
+        dst_dir: Output directory. The checkpoint is written beside it and takes its place only once complete (an
+            earlier checkpoint there is replaced as a whole); a conversion that fails leaves it as it was.
         dtype: `"float32"`, `"bfloat16"`, `"float16"` or a `torch.dtype`; by default the checkpoint's own.
         max_shard_size: Largest weight file, as `save_pretrained` takes it.
 
+    Every argument is checked before anything is loaded or written, and a checkpoint of ours whose weight files
+    lack a tensor (or hold an unexpected one) is refused, naming it.
+
     Returns the converted model.
     """
-    model = JanusProForConditionalGeneration.from_pretrained(src_dir, **dtype_kwargs(dtype))
+    found, loading_kwargs, max_shard_size = _check_arguments(
+        src_dir, dst_dir, dtype, max_shard_size, ("deepseek", "ours"), "convert_deepseek_to_janus_pro"
+    )
+    model = _load_janus_pro_model(src_dir, found, loading_kwargs)
     processor = JanusProProcessor.from_pretrained(src_dir)
     check_processor_matches(processor.tokenizer, processor.num_image_tokens, model.config, str(src_dir))
-    model.save_pretrained(dst_dir, max_shard_size=max_shard_size)
-    processor.save_pretrained(dst_dir)
+    with staged_directory(dst_dir) as staging:
+        model.save_pretrained(staging, max_shard_size=max_shard_size)
+        processor.save_pretrained(staging)
     return model
 
 
@@ -64,21 +153,32 @@ def convert_janus_pro_to_janus(
 
     Args:
         src_dir: Checkpoint directory or Hub id.
-        dst_dir: Output directory.
+        dst_dir: Output directory. The checkpoint is written beside it and takes its place only once complete (an
+            earlier checkpoint there is replaced as a whole); a conversion that fails leaves it as it was.
         dtype: `"float32"`, `"bfloat16"`, `"float16"` or a `torch.dtype`; by default the checkpoint's own.
         max_shard_size: Largest weight file, as `save_pretrained` takes it.
 
+    Every argument is checked before anything is loaded or written, and a checkpoint of ours whose weight files
+    lack a tensor (or hold an unexpected one) is refused, naming it.
+
     Returns the converted model.
     """
-    model = JanusProForConditionalGeneration.from_pretrained(src_dir, **dtype_kwargs(dtype))
+    found, loading_kwargs, max_shard_size = _check_arguments(
+        src_dir, dst_dir, dtype, max_shard_size, ("deepseek", "ours"), "convert_janus_pro_to_janus"
+    )
+    model = _load_janus_pro_model(src_dir, found, loading_kwargs)
     converted = janus_pro_to_janus(model)
+    converted_processor = None
     if has_tokenizer(src_dir):
         processor = JanusProProcessor.from_pretrained(src_dir)
         check_processor_matches(processor.tokenizer, processor.num_image_tokens, model.config, str(src_dir))
-        janus_pro_processor_to_janus(processor).save_pretrained(dst_dir)
+        converted_processor = janus_pro_processor_to_janus(processor)
     else:
         logger.warning(f"{src_dir} has no tokenizer: only the model is converted.")
-    converted.save_pretrained(dst_dir, max_shard_size=max_shard_size)
+    with staged_directory(dst_dir) as staging:
+        if converted_processor is not None:
+            converted_processor.save_pretrained(staging)
+        converted.save_pretrained(staging, max_shard_size=max_shard_size)
     return converted
 
 
@@ -96,15 +196,24 @@ def convert_janus_to_janus_pro(
 
     Args:
         src_dir: Checkpoint directory or Hub id.
-        dst_dir: Output directory.
+        dst_dir: Output directory. The checkpoint is written beside it and takes its place only once complete (an
+            earlier checkpoint there is replaced as a whole); a conversion that fails leaves it as it was.
         dtype: `"float32"`, `"bfloat16"`, `"float16"` or a `torch.dtype`; by default the checkpoint's own.
         max_shard_size: Largest weight file, as `save_pretrained` takes it.
         chat_template: Replaces the processor's chat template (needed for `use_default_system_prompt=True`, see
             [`janus_processor_to_janus_pro`]).
 
+    Every argument is checked before anything is loaded or written, and a checkpoint of ours whose weight files
+    lack a tensor (or hold an unexpected one) is refused, naming it.
+
     Returns the converted model.
     """
-    model = JanusForConditionalGeneration.from_pretrained(src_dir, **dtype_kwargs(dtype))
+    _, loading_kwargs, max_shard_size = _check_arguments(
+        src_dir, dst_dir, dtype, max_shard_size, ("janus",), "convert_janus_to_janus_pro"
+    )
+    model = JanusForConditionalGeneration.from_pretrained(src_dir, **loading_kwargs)
+    tied = ("lm_head.weight",) if model.config.tie_word_embeddings else ()  # not stored when tied
+    check_checkpoint_tensors(src_dir, expected_shapes(JanusForConditionalGeneration, model.config), ignore=tied)
     processor = JanusProcessor.from_pretrained(src_dir) if has_tokenizer(src_dir) else None
     special_token_ids = None
     if processor is not None:
@@ -115,12 +224,16 @@ def convert_janus_to_janus_pro(
             if name != "image_token_id" and text in tokenizer.get_vocab()
         }
     converted = janus_to_janus_pro(model, special_token_ids)
+    converted_processor = None
     if processor is not None:
         check_processor_matches(processor.tokenizer, processor.num_image_tokens, converted.config, str(src_dir))
-        janus_processor_to_janus_pro(processor, chat_template=chat_template).save_pretrained(dst_dir)
+        converted_processor = janus_processor_to_janus_pro(processor, chat_template=chat_template)
     else:
         logger.warning(f"{src_dir} has no tokenizer: only the model is converted.")
-    converted.save_pretrained(dst_dir, max_shard_size=max_shard_size)
+    with staged_directory(dst_dir) as staging:
+        if converted_processor is not None:
+            converted_processor.save_pretrained(staging)
+        converted.save_pretrained(staging, max_shard_size=max_shard_size)
     return converted
 
 
@@ -148,7 +261,8 @@ def convert_checkpoint(
     Args:
         src_dir: Checkpoint directory or Hub id, in DeepSeek's format, ours or the built-in `janus` one (read from
             its config.json).
-        dst_dir: Output directory.
+        dst_dir: Output directory. The checkpoint is written beside it and takes its place only once complete (an
+            earlier checkpoint there is replaced as a whole); a conversion that fails leaves it as it was.
         to: `"ours"` or `"janus"`; by default ours, or janus when the source is already ours.
         dtype: `"float32"`, `"bfloat16"`, `"float16"` or a `torch.dtype`; by default the checkpoint's own.
         max_shard_size: Largest weight file, as `save_pretrained` takes it.
@@ -182,4 +296,5 @@ __all__ = [
     "convert_janus_to_janus_pro",
     "ConvertedCheckpoint",
     "convert_checkpoint",
+    "staged_directory",
 ]
