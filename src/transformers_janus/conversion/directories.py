@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import JanusForConditionalGeneration, JanusProcessor
+from transformers import JanusConfig, JanusForConditionalGeneration, JanusProcessor
 from transformers.utils import logging
 
+from ..configuration_janus_pro import JanusProConfig
 from ..modeling_janus_pro import JanusProForConditionalGeneration
 from ..processing_janus_pro import JanusProProcessor
 from ..utils import SPECIAL_TOKENS, expected_shapes
@@ -97,11 +98,15 @@ def _check_arguments(
 
 
 def _load_janus_pro_model(src_dir, found: str, loading_kwargs: dict) -> JanusProForConditionalGeneration:
-    """Our model of a checkpoint in DeepSeek's format or ours, refusing one of ours that lacks a tensor."""
-    model = JanusProForConditionalGeneration.from_pretrained(src_dir, **loading_kwargs)
-    if found == "ours":  # DeepSeek's format is checked tensor by tensor when it is read
-        check_checkpoint_tensors(src_dir, expected_shapes(JanusProForConditionalGeneration, model.config))
-    return model
+    """
+    Our model of a checkpoint in DeepSeek's format or ours. One of ours whose weight files lack a tensor (which
+    `from_pretrained` would initialise at random) is refused by name before it is loaded; DeepSeek's format is
+    checked tensor by tensor when it is read.
+    """
+    if found == "ours":
+        config = JanusProConfig.from_pretrained(src_dir)
+        check_checkpoint_tensors(src_dir, expected_shapes(JanusProForConditionalGeneration, config))
+    return JanusProForConditionalGeneration.from_pretrained(src_dir, **loading_kwargs)
 
 
 
@@ -211,9 +216,10 @@ def convert_janus_to_janus_pro(
     _, loading_kwargs, max_shard_size = _check_arguments(
         src_dir, dst_dir, dtype, max_shard_size, ("janus",), "convert_janus_to_janus_pro"
     )
+    config = JanusConfig.from_pretrained(src_dir)
+    tied = ("lm_head.weight",) if config.tie_word_embeddings else ()  # not stored when tied
+    check_checkpoint_tensors(src_dir, expected_shapes(JanusForConditionalGeneration, config), ignore=tied)
     model = JanusForConditionalGeneration.from_pretrained(src_dir, **loading_kwargs)
-    tied = ("lm_head.weight",) if model.config.tie_word_embeddings else ()  # not stored when tied
-    check_checkpoint_tensors(src_dir, expected_shapes(JanusForConditionalGeneration, model.config), ignore=tied)
     processor = JanusProcessor.from_pretrained(src_dir) if has_tokenizer(src_dir) else None
     special_token_ids = None
     if processor is not None:
