@@ -505,7 +505,7 @@ def main(args: BenchmarkArguments) -> dict:
     import transformers
     from transformers import AutoTokenizer
 
-    from transformers_janus.convert_janus import janus_pro_to_janus
+    from transformers_janus.conversion import janus_pro_to_janus
 
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)

@@ -11,44 +11,16 @@ Convert a checkpoint as DeepSeek published it (`model_type: "multi_modality"`) t
 python conversion/convert_deepseek_to_janus_pro.py --src-dir deepseek-ai/Janus-Pro-1B --dst-dir Janus-Pro-1B-hf
 python conversion/convert_deepseek_to_janus_pro.py --src-dir Janus-Pro-7B --dst-dir Janus-Pro-7B-hf --dtype bfloat16 --max-shard-size 2GB
 ```
+
+The arguments and the conversion are `transformers_janus.conversion`'s (`ConversionArguments`, `run_conversion`), as
+for `janus-pro convert`; this script only sets `--to ours` as its default. The source's format is read from its
+config.json.
 """
 
-from dataclasses import dataclass, field
-
-
-@dataclass
-class ConversionArguments:
-    """
-    Args:
-        src_dir (`str`): DeepSeek's checkpoint directory or Hub id.
-        dst_dir (`str`): Output directory.
-        dtype (`str`, *optional*): `float32`, `bfloat16` or `float16`; by default the checkpoint's own.
-        max_shard_size (`str`, *optional*, defaults to `"5GB"`): Largest weight file written.
-    """
-
-    src_dir: str = field(metadata={"help": "DeepSeek's checkpoint directory or Hub id."})
-    dst_dir: str = field(metadata={"help": "Output directory."})
-    dtype: str | None = field(
-        default=None,
-        metadata={"help": "Weights dtype; by default the checkpoint's own.", "choices": ["float32", "bfloat16", "float16"]},
-    )
-    max_shard_size: str = field(default="5GB", metadata={"help": "Largest weight file written."})
-
-
-def make_parser():
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser(ConversionArguments)
-
-
-def main(args: ConversionArguments):
-    from transformers_janus.convert_deepseek import convert_deepseek_to_janus_pro
-
-    # Load (mapping DeepSeek's keys), then save model and processor in our format
-    convert_deepseek_to_janus_pro(args.src_dir, args.dst_dir, dtype=args.dtype, max_shard_size=args.max_shard_size)
+from transformers_janus.conversion import make_conversion_parser, run_conversion
 
 
 if __name__ == "__main__":
-    parser = make_parser()
+    parser = make_conversion_parser(to="ours")
     (args,) = parser.parse_args_into_dataclasses()
-    main(args)
+    run_conversion(args)

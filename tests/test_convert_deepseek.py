@@ -1,13 +1,21 @@
 """DeepSeek's format -> ours: the converted checkpoint computes what the original does, in every dtype asked for."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from transformers_janus import JanusProForConditionalGeneration, JanusProProcessor
-from transformers_janus.convert_deepseek import convert_deepseek_to_janus_pro
+from transformers_janus.conversion import (
+    JanusConversionError,
+    convert_deepseek_to_janus_pro,
+    convert_janus_pro_to_janus,
+    convert_janus_to_janus_pro,
+)
 
 
 @torch.no_grad()
@@ -44,3 +52,126 @@ def test_conversion_to_half_precision(checkpoint_dir, model, golden, tmp_path, d
 def test_unknown_dtype_is_refused(checkpoint_dir, tmp_path):
     with pytest.raises(ValueError, match="`dtype` must be one of"):
         convert_deepseek_to_janus_pro(checkpoint_dir, tmp_path, dtype="int8")
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoint directories: nothing lost, nothing half-written
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def snapshot(directory):
+    """Every file below `directory` with its bytes: what "left as it was" compares."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def ours_dir(checkpoint_dir, tmp_path_factory):
+    """The fixture converted once to our format (single weight file), shared read-only by the tests below."""
+    directory = tmp_path_factory.mktemp("ours") / "ours"
+    convert_deepseek_to_janus_pro(checkpoint_dir, directory)
+    return directory
+
+
+def test_reconversion_replaces_the_destination_without_stale_weights(checkpoint_dir, ours_dir, tmp_path):
+    destination = tmp_path / "D"
+    shutil.copytree(ours_dir, destination)  # an earlier conversion: one model.safetensors, float32
+    convert_deepseek_to_janus_pro(checkpoint_dir, destination, dtype="bfloat16", max_shard_size="300KB")
+    assert not (destination / "model.safetensors").exists()
+    assert (destination / "model.safetensors.index.json").exists()
+    assert JanusProForConditionalGeneration.from_pretrained(destination).dtype == torch.bfloat16
+    assert os.listdir(tmp_path) == ["D"]  # no staging or replaced folder left beside it
+
+
+def test_failed_conversion_leaves_the_destination_as_it_was(checkpoint_dir, ours_dir, tmp_path, monkeypatch):
+    destination = tmp_path / "D"
+    shutil.copytree(ours_dir, destination)
+    before = snapshot(destination)
+
+    def disk_full(self, directory, *args, **kwargs):
+        (Path(directory) / "tokenizer.json").write_text("{")  # a half-written file, then the failure
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(JanusProProcessor, "save_pretrained", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        convert_deepseek_to_janus_pro(checkpoint_dir, destination, max_shard_size="300KB")
+    with pytest.raises(OSError, match="No space left"):
+        convert_deepseek_to_janus_pro(checkpoint_dir, tmp_path / "new" / "E")
+    assert snapshot(destination) == before
+    assert os.listdir(tmp_path) == ["D"]  # the new destination and its parent were not left behind
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        ({"max_shard_size": "banana"}, "max_shard_size"),
+        ({"max_shard_size": "0GB"}, "max_shard_size"),
+        ({"max_shard_size": -1}, "max_shard_size"),
+        ({"dtype": "int8"}, "dtype"),
+        ({"dtype": torch.int8}, "dtype"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_loaded_or_written(
+    checkpoint_dir, ours_dir, tmp_path, monkeypatch, arguments, named
+):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(JanusProForConditionalGeneration, "from_pretrained", no_loading)
+    destination = tmp_path / "D"
+    shutil.copytree(ours_dir, destination)
+    before = snapshot(destination)
+    for target in (destination, tmp_path / "E"):
+        with pytest.raises(ValueError, match=f"`{named}`"):
+            convert_deepseek_to_janus_pro(checkpoint_dir, target, **arguments)
+    assert snapshot(destination) == before and not (tmp_path / "E").exists()
+
+
+def test_source_and_destination_that_overlap_are_refused(ours_dir, tmp_path):
+    source = tmp_path / "ours"
+    shutil.copytree(ours_dir, source)
+    before = snapshot(source)
+    with pytest.raises(ValueError, match="same directory"):
+        convert_deepseek_to_janus_pro(source, source)
+    with pytest.raises(ValueError, match="same directory"):
+        convert_janus_pro_to_janus(source, tmp_path / "." / "ours")
+    with pytest.raises(ValueError, match="holds the source"):
+        convert_janus_pro_to_janus(source, tmp_path)
+    assert snapshot(source) == before
+
+
+def test_destination_holding_other_files_is_refused(checkpoint_dir, tmp_path):
+    destination = tmp_path / "D"
+    destination.mkdir()
+    (destination / "notes.txt").write_text("mine")
+    (destination / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"not part of a checkpoint \(\['notes.txt'\]\)"):
+        convert_deepseek_to_janus_pro(checkpoint_dir, destination)
+    assert snapshot(destination) == {"config.json": b"{}", "notes.txt": b"mine"}
+    with pytest.raises(ValueError, match="is \\(or lies under\\) a file"):
+        convert_deepseek_to_janus_pro(checkpoint_dir, destination / "notes.txt" / "out")
+
+
+def test_checkpoint_of_ours_with_a_missing_or_extra_tensor_is_refused(ours_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(ours_dir, damaged)
+    state_dict = load_file(damaged / "model.safetensors")
+    del state_dict["model.gen_head.vision_head.bias"]
+    state_dict["model.extra.weight"] = torch.zeros(2)
+    save_file(state_dict, damaged / "model.safetensors", metadata={"format": "pt"})
+    for converter in (convert_deepseek_to_janus_pro, convert_janus_pro_to_janus):
+        with pytest.raises(JanusConversionError, match=r"missing tensors \['model\.gen_head\.vision_head\.bias'\]"):
+            converter(damaged, tmp_path / "out")
+        with pytest.raises(JanusConversionError, match=r"unexpected tensors \['model\.extra\.weight'\]"):
+            converter(damaged, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_source_and_wrong_format_are_named(ours_dir, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        convert_deepseek_to_janus_pro(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(ValueError, match="'ours' format.*use `convert_janus_pro_to_janus`"):
+        convert_janus_to_janus_pro(ours_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import AutoProcessor, JanusConfig, JanusForConditionalGeneration, JanusProcessor
 
 from transformers_janus import JanusProConfig, JanusProForConditionalGeneration, JanusProProcessor
-from transformers_janus.convert_janus import (
+from transformers_janus.conversion import (
     JanusConversionError,
     convert_janus_pro_state_dict_to_janus,
     convert_janus_pro_to_janus,

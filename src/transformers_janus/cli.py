@@ -9,6 +9,7 @@ import sys
 
 DEFAULT_MODEL = "deepseek-ai/Janus-Pro-1B"
 DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class CommandError(Exception):
@@ -35,20 +36,96 @@ def load_image(path: str):
         raise CommandError(f"{path!r} is not an image PIL can read ({error}); pass a PNG, JPEG, WebP, ... file.") from error
 
 
-def load_model_and_processor(model_name_or_path: str, dtype: str):
+def resolve_device(device: str) -> str:
+    """`auto` is CUDA when available, then Apple's MPS, then the CPU; an explicit device must be available."""
     import torch
+
+    mps_available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda: this torch sees no CUDA GPU; pass --device cpu (or auto).")
+    if device == "mps" and not mps_available:
+        raise CommandError("--device mps: this torch sees no Apple MPS device; pass --device cpu (or auto).")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """`auto` is bfloat16 on a GPU (float16 on a CUDA GPU without bfloat16) and float32 on the CPU."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device == "mps" else torch.float32
+
+
+def _hub_is_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # any failure to connect (DNS, refused, timeout, proxy) means the same to the user
+        return False
+    return True
+
+
+def hub_loading_kwargs(model: str) -> dict:
+    """
+    Fail fast, with what to do, when `--model` names a Hub repository that cannot be had: with no network the
+    download would spend minutes in retries before failing. A repository already in the local cache is loaded from
+    it (`local_files_only`) when the Hub cannot be reached.
+    """
+    from pathlib import Path
+
+    from huggingface_hub import constants
+    from transformers.utils import cached_file
+
+    if Path(model).exists():
+        return {}
+    try:
+        cached = cached_file(model, "config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError) as error:  # not a local path, and not a valid repository id either
+        raise CommandError(
+            f"cannot load the model {model!r}: it does not exist locally and is not a Hub id ({error}). Pass `--model` "
+            "a checkpoint directory or a hub id."
+        ) from error
+    if cached is not None:
+        return {} if not constants.HF_HUB_OFFLINE and _hub_is_reachable() else {"local_files_only": True}
+    if constants.HF_HUB_OFFLINE:
+        raise CommandError(
+            f"cannot load the model {model!r}: it is not a local directory and not in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE=1 forbids downloading it. Pass `--model` a local checkpoint directory, or unset "
+            "HF_HUB_OFFLINE to download it."
+        )
+    if not _hub_is_reachable():
+        raise CommandError(
+            f"cannot load the model {model!r}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached and the "
+            "model is not in the local cache. Pass `--model` a local checkpoint directory, or set HF_HUB_OFFLINE=1 "
+            "to use only what is cached."
+        )
+    return {}
+
+
+def load_model_and_processor(model_name_or_path: str, dtype: str, device: str = "cpu"):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import transformers_janus  # noqa: F401  (registers the Auto classes)
 
+    device = resolve_device(device)
+    loading_kwargs = hub_loading_kwargs(model_name_or_path)
     try:
-        processor = AutoProcessor.from_pretrained(model_name_or_path)
-        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, dtype=getattr(torch, dtype))
+        processor = AutoProcessor.from_pretrained(model_name_or_path, **loading_kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_name_or_path, dtype=resolve_dtype(dtype, device), **loading_kwargs
+        )
     except OSError as error:
         raise CommandError(
             f"cannot load the model {model_name_or_path!r}: {error}. Pass `--model` a checkpoint directory or a hub id."
         ) from error
-    return model.eval(), processor
+    return model.to(device).eval(), processor
 
 
 def chat(args: argparse.Namespace) -> int:
@@ -56,7 +133,7 @@ def chat(args: argparse.Namespace) -> int:
     from transformers import TextStreamer
 
     image = load_image(args.image)
-    model, processor = load_model_and_processor(args.model, args.dtype)
+    model, processor = load_model_and_processor(args.model, args.dtype, args.device)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": args.question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(text=prompt, images=[image], return_tensors="pt").to(model.device)
@@ -66,70 +143,101 @@ def chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def checkpoint_format(name_or_path: str) -> str:
-    """`deepseek`, `ours` or `janus`, from the checkpoint's config.json."""
-    import json
-
-    from transformers.utils import cached_file
-
-    try:
-        config_file = cached_file(name_or_path, "config.json", _raise_exceptions_for_missing_entries=False)
-    except OSError as error:  # neither a local directory nor a reachable hub repository
-        raise CommandError(f"{name_or_path!r} does not exist locally and cannot be fetched ({error}).") from error
-    if config_file is None:
-        raise CommandError(f"{name_or_path!r} has no config.json: it is not a checkpoint directory (or hub id).")
-    with open(config_file, encoding="utf-8") as handle:
-        model_type = json.load(handle).get("model_type")
-    formats = {"multi_modality": "deepseek", "janus_pro": "ours", "janus": "janus"}
-    if model_type not in formats:
-        raise CommandError(
-            f"{name_or_path!r} holds a {model_type!r} model; `janus-pro convert` reads Janus-Pro checkpoints in "
-            "DeepSeek's format (multi_modality), ours (janus_pro) or transformers' built-in one (janus)."
-        )
-    return formats[model_type]
-
-
 def convert(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .conversion.arguments import ConversionArguments, run_conversion
 
-    if Path(args.source).resolve() == Path(args.destination).resolve():
-        raise CommandError("SRC and DST are the same directory; write the converted checkpoint elsewhere.")
-    source_format = checkpoint_format(args.source)
-    target = args.to or ("janus" if source_format == "ours" else "ours")
-    if source_format == target == "janus":
-        raise CommandError(f"{args.source!r} is already in transformers' built-in janus format.")
-
-    from .convert_deepseek import convert_deepseek_to_janus_pro
-    from .convert_janus import JanusConversionError, convert_janus_pro_to_janus, convert_janus_to_janus_pro
-
-    if target == "janus":
-        converter = convert_janus_pro_to_janus
-    elif source_format == "janus":
-        converter = convert_janus_to_janus_pro
-    else:
-        converter = convert_deepseek_to_janus_pro  # DeepSeek's format, or ours re-saved in another dtype/sharding
-    try:
-        converter(args.source, args.destination, dtype=args.dtype, max_shard_size=args.max_shard_size)
-    except JanusConversionError as error:
-        raise CommandError(str(error)) from error
-    print(f"Converted {args.source} ({source_format}) to {args.destination} ({target}).")
+    fields = {name: getattr(args, name) for name in ConversionArguments.__dataclass_fields__}
+    result = run_conversion(ConversionArguments(**fields))
+    print(f"Converted {args.src_dir} ({result.source_format}) to {args.dst_dir} ({result.target_format}).")
     return 0
 
 
-def generate(args: argparse.Namespace) -> int:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def output_paths(output: str, num_images: int, overwrite: bool):
+    """
+    The files `generate` writes (`output`, or `stem-0`, `stem-1`, ... for several images) and the stale numbered
+    files of an earlier run with more images (`stem-N`, ... beyond this run's set), checked before any work: the
+    folder must not be a file, the output not a directory, and nothing may be overwritten without `overwrite`
+    (which also removes the stale numbered files, so that the folder holds one run's set only).
+    """
+    import re
     from pathlib import Path
 
+    path = Path(output)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CommandError(f"-o/--output {output!r} must end in .png, .jpg, .jpeg or .webp.")
+    if path.is_dir():
+        raise CommandError(f"-o/--output {output!r} is a directory; name the image file to write, e.g. {output}/image.png.")
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise CommandError(f"-o/--output {output!r} lies under {str(ancestor)!r}, which is a file, not a folder.")
+            break
+    if num_images == 1:
+        paths = [path]
+        stale = []
+    else:
+        paths = [path.with_name(f"{path.stem}-{index}{path.suffix}") for index in range(num_images)]
+        numbered = re.compile(rf"{re.escape(path.stem)}-(\d+){re.escape(path.suffix)}")
+        stale = sorted(
+            (other for other in path.parent.glob(f"{path.stem}-*{path.suffix}")
+             if (match := numbered.fullmatch(other.name)) and int(match.group(1)) >= num_images),
+            key=lambda other: int(numbered.fullmatch(other.name).group(1)),
+        )
+    existing = [str(file) for file in paths + stale if file.exists() or file.is_symlink()]
+    if existing and not overwrite:
+        raise CommandError(
+            f"{existing[:5]}{' ...' if len(existing) > 5 else ''} already exist"
+            + (" (numbered files beyond this run's set are from an earlier run)" if stale else "")
+            + "; pass --overwrite to replace them (and remove the stale numbered ones), or pick another -o/--output."
+        )
+    for file in paths:
+        if file.is_dir():
+            raise CommandError(f"{str(file)!r} is a directory; pick another -o/--output.")
+    return paths, stale
+
+
+def save_images_atomically(images, paths) -> list:
+    """
+    Write every image under a temporary name in its folder, then move them into place (`os.replace`), so that an
+    interrupted or failed save never leaves a partial file nor destroys the previous one.
+    """
+    import os
+    import uuid
+
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    temporary = []
+    try:
+        for image, path in zip(images, paths):
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+            temporary.append(partial)
+            image.save(partial)
+        for partial, path in zip(temporary, paths):
+            os.replace(partial, path)
+    finally:
+        for partial in temporary:
+            if partial.exists():
+                partial.unlink()
+    return paths
+
+
+def generate(args: argparse.Namespace) -> int:
     import torch
 
     from .pipeline_janus_pro import JanusProImagePipeline
 
     if args.num_images < 1:
         raise CommandError(f"--num-images must be at least 1, got {args.num_images}.")
-    output = Path(args.output)
-    if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
-        raise CommandError(f"-o/--output {args.output!r} must end in .png, .jpg, .jpeg or .webp.")
+    # Outputs and device first: nothing is loaded or generated for a run that could not be saved.
+    paths, stale = output_paths(args.output, args.num_images, args.overwrite)
+    device = resolve_device(args.device)
+    loading_kwargs = hub_loading_kwargs(args.model)
     try:
-        pipe = JanusProImagePipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype))
+        pipe = JanusProImagePipeline.from_pretrained(
+            args.model, torch_dtype=resolve_dtype(args.dtype, device), **loading_kwargs
+        ).to(device)
     except OSError as error:
         raise CommandError(f"cannot load the model {args.model!r}: {error}.") from error
     generators = [torch.Generator().manual_seed(args.seed + index) for index in range(args.num_images)]
@@ -140,12 +248,45 @@ def generate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         generator=generators,
     ).images
-    output.parent.mkdir(parents=True, exist_ok=True)
-    paths = [output] if len(images) == 1 else [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(len(images))]
-    for image, path in zip(images, paths):
-        image.save(path)
-        print(path)
+    for path in save_images_atomically(images, paths):
+        print(f"Wrote {path}")
+    for path in stale:
+        path.unlink()
+        print(f"Removed {path} (a numbered image of an earlier run with more images)")
     return 0
+
+
+def add_conversion_arguments(parser: argparse.ArgumentParser):
+    """`SRC DST [--to] [--dtype] ...`: the fields of the conversion's arguments dataclass, SRC and DST positional."""
+    from dataclasses import MISSING, fields
+
+    from .conversion.arguments import ConversionArguments
+
+    for argument in fields(ConversionArguments):
+        help_text = argument.metadata["help"]
+        if argument.default is MISSING:  # the source and destination directories
+            parser.add_argument(argument.name, metavar=argument.name.split("_")[0].upper(), help=help_text)
+        elif argument.type in (bool, "bool"):
+            parser.add_argument(f"--{argument.name.replace('_', '-')}", action="store_true", help=help_text)
+        else:
+            default = f" (default: {argument.default})" if argument.default is not None else ""
+            parser.add_argument(
+                f"--{argument.name.replace('_', '-')}",
+                dest=argument.name,
+                default=argument.default,
+                choices=argument.metadata.get("choices"),
+                help=help_text + default,
+            )
+
+
+def add_device_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="Where to run: auto (CUDA, then MPS, then CPU; default), cpu, cuda, mps."
+    )
+    parser.add_argument(
+        "--dtype", choices=("auto", *DTYPES), default="auto",
+        help="Weights dtype; auto (default): bfloat16 on a GPU, float32 on the CPU.",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -159,7 +300,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_MODEL, help=f"Model directory (DeepSeek's format or ours) or hub id (default {DEFAULT_MODEL})."
     )
     chat_parser.add_argument("--max-new-tokens", type=int, default=256, help="Longest answer, in tokens (default 256).")
-    chat_parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Weights dtype (default float32).")
+    add_device_arguments(chat_parser)
     chat_parser.set_defaults(handler=chat)
 
     generate_parser = subparsers.add_parser("generate", help="Make images from a text prompt.")
@@ -170,20 +311,17 @@ def make_parser() -> argparse.ArgumentParser:
     generate_parser.add_argument("--seed", type=int, default=0, help="Seed of the first image; image i uses seed + i (default 0).")
     generate_parser.add_argument("--guidance-scale", type=float, default=5.0, help="Classifier-free guidance weight (default 5).")
     generate_parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (default 1).")
-    generate_parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Weights dtype (default float32).")
+    generate_parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Replace existing output files (and remove numbered images of an earlier run beyond this run's set).",
+    )
+    add_device_arguments(generate_parser)
     generate_parser.set_defaults(handler=generate)
 
     convert_parser = subparsers.add_parser(
         "convert", help="Convert a checkpoint between DeepSeek's format, ours and transformers' built-in janus."
     )
-    convert_parser.add_argument("source", metavar="SRC", help="Checkpoint directory or hub id (format detected).")
-    convert_parser.add_argument("destination", metavar="DST", help="Output directory.")
-    convert_parser.add_argument(
-        "--to", choices=("ours", "janus"), default=None,
-        help="Target format: 'ours' (janus_pro) or 'janus' (transformers' built-in); default: ours, or janus from ours.",
-    )
-    convert_parser.add_argument("--dtype", choices=DTYPES, default=None, help="Weights dtype (default: the checkpoint's).")
-    convert_parser.add_argument("--max-shard-size", default="5GB", help="Largest weight file written (default 5GB).")
+    add_conversion_arguments(convert_parser)
     convert_parser.set_defaults(handler=convert)
     return parser
 
@@ -192,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except CommandError as error:
+    # Expected failures (a bad argument or file, a checkpoint that cannot be read or converted, a full disk): one
+    # line on stderr and exit status 2, as argparse does for a bad command line. Conversion and checkpoint errors
+    # are ValueErrors, FileExistsError is an OSError.
+    except (CommandError, ValueError, OSError) as error:
         print(f"janus-pro {args.command}: error: {error}", file=sys.stderr)
         return 2
 
