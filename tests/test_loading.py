@@ -201,3 +201,47 @@ def test_auto_tokenizer_resolves_through_the_model_type(checkpoint_dir, model, t
         tokenizer = AutoTokenizer.from_pretrained(directory)
         text = "<|User|>: <image_placeholder>\nDescribe.\n\n<|Assistant|>:<begin_of_image>"
         assert tokenizer(text).input_ids == reference(text).input_ids
+
+
+def test_deepseek_load_records_the_real_source(checkpoint_dir, model, tmp_path):
+    """Adapter configs and model cards name `config.name_or_path`: it is the source, not the string "None"."""
+    assert model.config.name_or_path == str(checkpoint_dir)
+    assert model.name_or_path == str(checkpoint_dir)
+    model.save_pretrained(tmp_path)
+    # transformers 5 leaves `_name_or_path` out of saved configs; it must at least never be "None".
+    assert json.loads((tmp_path / "config.json").read_text()).get("_name_or_path", str(checkpoint_dir)) == str(checkpoint_dir)
+    peft = pytest.importorskip("peft")
+    fresh = JanusProForConditionalGeneration.from_pretrained(checkpoint_dir)  # LoRA wraps in place: not the shared one
+    adapted = peft.get_peft_model(fresh, peft.LoraConfig(target_modules=["q_proj"], r=2))
+    assert adapted.peft_config["default"].base_model_name_or_path == str(checkpoint_dir)
+
+
+def test_deepseek_load_goes_through_transformers_loader(model):
+    """DeepSeek's weights are read by transformers' loader, through the conversion mapping registered for `janus_pro`."""
+    from transformers_janus.deepseek_format import DeepSeekConverter, DeepSeekRenaming
+
+    used = {type(transform) for transform in model._weight_conversions}
+    assert {DeepSeekRenaming, DeepSeekConverter} <= used
+
+
+@pytest.mark.parametrize("source", ["deepseek", "config"])
+def test_saving_writes_our_keys_never_deepseek_ones(checkpoint_dir, model, tmp_path, source):
+    """transformers reverts a load's conversion mapping on save; ours is one-way, so a save is always in our format."""
+    from safetensors import safe_open
+
+    saved = model if source == "deepseek" else JanusProForConditionalGeneration(model.config)
+    saved.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as handle:
+        keys = set(handle.keys())
+    assert keys == set(saved.state_dict())
+    for prefix in ("vision_model.vision_tower.", "gen_vision_model.", "language_model.model."):
+        assert not any(key.startswith(prefix) for key in keys)
+    assert_same_weights(JanusProForConditionalGeneration.from_pretrained(tmp_path), saved)
+
+
+def test_headless_model_saves_and_reloads_in_our_format(model, tmp_path):
+    model.model.save_pretrained(tmp_path)
+    reloaded = JanusProModel.from_pretrained(tmp_path)
+    assert_same_weights(reloaded, model.model)
+    full = JanusProForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)[1]
+    assert full["missing_keys"] == {"lm_head.weight"}

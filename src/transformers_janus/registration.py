@@ -11,7 +11,7 @@ from transformers import (
 )
 
 from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
-from .deepseek_format import DeepSeekJanusConfig
+from .deepseek_format import DeepSeekJanusConfig, register_deepseek_weight_conversion
 from .image_processing_janus_pro import JanusProImageProcessor, VLMImageProcessor
 from .modeling_janus_pro import JanusProForConditionalGeneration
 from .processing_janus_pro import JanusProProcessor, VLChatProcessor
@@ -23,6 +23,8 @@ def register_auto_classes() -> None:
     AutoConfig.register(JanusProVQConfig.model_type, JanusProVQConfig, exist_ok=True)
     # DeepSeek's published `multi_modality` config.json loads as a JanusProConfig, so every Auto class below applies.
     AutoConfig.register(DeepSeekJanusConfig.model_type, DeepSeekJanusConfig, exist_ok=True)
+    # ... and its weights load through transformers' loader, renamed and split by a checkpoint conversion mapping.
+    register_deepseek_weight_conversion(JanusProConfig.model_type)
     # `AutoModel` gives the full model that can `generate`, as remote-code multimodal models do (InternVL,
     # MiniCPM-V, DeepSeek-VL2): evaluation harnesses load through `AutoModel` and then call `generate`.
     AutoModel.register(JanusProConfig, JanusProForConditionalGeneration, exist_ok=True)
