@@ -371,39 +371,40 @@ def check_mismatched_weights(model, load_config, loading_info) -> None:
     _raise_load_error(model, load_config, [f"shape mismatches {_listing(mismatched)}"])
 
 
-def check_loaded_weights(model, load_config, loading_info) -> None:
+def check_loaded_weights(model, source: str | os.PathLike, loading_info: dict, **hub_kwargs) -> None:
     """
-    Refuse a load of DeepSeek's format that left model tensors missing (they would stay randomly initialised) or
-    found tensors the model has no place for, naming them.
+    Refuse a load, in any format, that left model tensors missing (they would stay randomly initialised) or found
+    tensors the model has no place for, naming them. A headless model loaded from a full checkpoint leaves the
+    text head out, as transformers' base models do.
     """
-    if _error_class(load_config) is not DeepSeekCheckpointError:
-        return
     base_model = getattr(model, model.base_model_prefix, None)
     unexpected = set()
-    for key in loading_info.unexpected_keys:
-        if any(re.match(pattern, key) for pattern in UNUSED_KEYS):
-            continue
+    for key in loading_info["unexpected_keys"]:
         if base_model is None and key.split(".")[0] == "lm_head":
-            continue  # the headless model loaded from a full checkpoint, as transformers' base models are
+            continue
         if base_model is not None and hasattr(base_model, key.split(".")[0]):
             key = f"{model.base_model_prefix}.{key}"  # named in the model's namespace, as the missing ones are
         unexpected.add(key)
     problems = []
-    if loading_info.missing_keys:
-        problems.append(f"missing tensors {_listing(loading_info.missing_keys)}")
+    if loading_info["missing_keys"]:
+        problems.append(f"missing tensors {_listing(loading_info['missing_keys'])}")
     if unexpected:
         problems.append(f"unexpected tensors {_listing(unexpected)}")
     if problems:
-        _raise_load_error(model, load_config, problems)
+        error_class = DeepSeekCheckpointError if checkpoint_format(source, **hub_kwargs) == "deepseek" else CheckpointError
+        raise error_class(_load_error_message(model, source, problems) + " (Pass `strict=False` to load it anyway.)")
 
 
-def _raise_load_error(model, load_config, problems: list[str]):
-    source = load_config.pretrained_model_name_or_path
-    raise _error_class(load_config)(
+def _load_error_message(model, source, problems: list[str]) -> str:
+    return (
         f"The weights of {source} do not fit its config.json ({type(model).__name__}): " + "; ".join(problems)
         + ". The weight files and config.json come from different checkpoints, or a file is damaged: download the "
         "checkpoint again."
     )
+
+
+def _raise_load_error(model, load_config, problems: list[str]):
+    raise _error_class(load_config)(_load_error_message(model, load_config.pretrained_model_name_or_path, problems))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -428,7 +429,7 @@ def read_weight_file(path: str, error_class: type[CheckpointError] = CheckpointE
     """
     damaged = f"The weight file {path} cannot be read ({{error}}); it is probably truncated or corrupted: download it again."
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError, safe_open
+        from safetensors import SafetensorError, safe_open  # noqa: I001
 
         try:
             with safe_open(path, framework="pt"):
@@ -470,11 +471,30 @@ def read_weight_files(checkpoint_files: list[str], load_config) -> dict[str, tor
     Check every weight file of a load (shard names, truncation, pickled code) and read the `.bin` ones; the merged
     state dict of the `.bin` files, or None when they are safetensors (left to transformers' memory-mapped reader).
     """
-    error_class = _error_class(load_config)
-    _check_shard_names(load_config, error_class)
-    state_dict = {}
-    for path in checkpoint_files:
-        tensors = read_weight_file(path, error_class)
-        if tensors is not None:
-            state_dict.update(tensors)
+    try:
+        _check_shard_names(load_config, CheckpointError)
+        if not load_config.weights_only:  # the caller explicitly asked transformers to unpickle anything
+            return None
+        state_dict = {}
+        for path in checkpoint_files:
+            tensors = read_weight_file(path)
+            if tensors is not None:
+                state_dict.update(tensors)
+    except CheckpointError as error:
+        error_class = _error_class(load_config)
+        if error_class is CheckpointError:
+            raise
+        raise error_class(str(error)) from None
     return state_dict or None
+
+
+def use_mapped_generation_config(model) -> None:
+    """
+    A model loaded from DeepSeek's format without a `generation_config.json` gets its generation config from the
+    mapped [`JanusProConfig`] (pad, BOS and EOS ids), not from DeepSeek's raw config.json, which has none of them.
+    """
+    from transformers import GenerationConfig
+
+    from_deepseek = any(isinstance(t, DeepSeekRenaming) for t in getattr(model, "_weight_conversions", None) or ())
+    if from_deepseek and model.can_generate() and getattr(model.generation_config, "_from_model_config", False):
+        model.generation_config = GenerationConfig.from_model_config(model.config)

@@ -22,7 +22,8 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_janus_pro import JanusProConfig
 from .image_generation import JanusProImageGenerationMixin
 from .deepseek_format import UNUSED_KEYS as DEEPSEEK_UNUSED_KEYS
-from .deepseek_format import check_loaded_weights, check_mismatched_weights, read_weight_files
+from .deepseek_format import check_loaded_weights, check_mismatched_weights, read_weight_files, use_mapped_generation_config
+from .utils import hub_kwargs_from
 
 
 logger = logging.get_logger(__name__)
@@ -125,6 +126,27 @@ class JanusProPreTrainedModel(PreTrainedModel):
     # DeepSeek's checkpoints hold tensors Janus-Pro never uses (SigLIP's pooling head, the VQ's usage counter).
     _keys_to_ignore_on_load_unexpected = list(DEEPSEEK_UNUSED_KEYS)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
+        r"""
+        `PreTrainedModel.from_pretrained` (our format or DeepSeek's), refusing by name tensors the checkpoint lacks
+        (they would stay randomly initialised) or has that the model has no place for.
+
+        strict (`bool`, *optional*, defaults to `True`):
+            Pass `False` to load an incomplete checkpoint anyway, as transformers does (a load report, missing
+            tensors initialised). `output_loading_info=True` also hands the lists to the caller instead of raising.
+            A state dict given in memory with no checkpoint (`from_pretrained(None, config=..., state_dict=...)`) is
+            the caller's to complete.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        use_mapped_generation_config(model)
+        if strict and not output_loading_info and pretrained_model_name_or_path is not None:
+            check_loaded_weights(model, pretrained_model_name_or_path, loading_info, **hub_kwargs_from(kwargs))
+        return (model, loading_info) if output_loading_info else model
+
     @staticmethod
     def _load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys=None):
         """`PreTrainedModel._load_pretrained_model`, with every weight file checked first (`read_weight_files`)."""
@@ -136,9 +158,7 @@ class JanusProPreTrainedModel(PreTrainedModel):
     def _finalize_model_loading(model, load_config, loading_info):
         """`PreTrainedModel._finalize_model_loading`, with tensors that do not fit the model refused by name."""
         check_mismatched_weights(model, load_config, loading_info)
-        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
-        check_loaded_weights(model, load_config, loading_info)
-        return loading_info
+        return PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
 
     def _init_weights(self, module):
         super()._init_weights(module)
