@@ -27,3 +27,18 @@ def test_auto_classes_map_to_our_classes():
     assert TOKENIZER_MAPPING[DeepSeekJanusConfig] is TokenizersBackend
     image_processors = IMAGE_PROCESSOR_MAPPING[JanusProConfig]
     assert JanusProImageProcessor in (image_processors.values() if isinstance(image_processors, dict) else image_processors)
+
+
+def test_deepseek_weight_conversion_is_registered_and_one_way():
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+    from transformers_janus.deepseek_format import DeepSeekConverter, DeepSeekRenaming
+
+    transforms = get_checkpoint_conversion_mapping("janus_pro")
+    assert isinstance(transforms[0], DeepSeekRenaming)
+    assert any(isinstance(transform, DeepSeekConverter) for transform in transforms)
+    for transform in transforms:
+        # Our own names pass through every transform unchanged, loading and saving alike.
+        for key in ("model.vision_model.encoder.layers.0.self_attn.q_proj.weight", "lm_head.weight",
+                    "model.vq_model.quantize.embedding.weight", "vq_model.encoder.mid_block.attentions.0.to_q.weight"):
+            assert transform.rename_source_key(key) == (key, None)
+            assert transform.reverse_transform().rename_source_key(key) == (key, None)

@@ -1,9 +1,13 @@
 """Janus-Pro model configuration."""
 
+import os
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from .utils import CheckpointError, hub_kwargs_from, read_config_dict
 
 
 @strict
@@ -263,14 +267,29 @@ class JanusProConfig(PreTrainedConfig):
         """
         Also reads the config.json of another format whose config class is registered with `AutoConfig` to read as
         ours (it has a `to_janus_pro_dict` classmethod, e.g. DeepSeek's `multi_modality`, registered on import).
+        A config.json that is not a JSON object, or describes another model, is one error naming the file.
         """
+        # Named errors for a config.json that is not JSON or not an object (transformers' reader raises on neither).
+        if not os.path.isfile(str(pretrained_model_name_or_path)):
+            read_config_dict(pretrained_model_name_or_path, **hub_kwargs_from(kwargs))
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
         model_type = config_dict.get("model_type")
-        if model_type != cls.model_type and model_type in CONFIG_MAPPING:
-            reader = CONFIG_MAPPING[model_type]
-            if hasattr(reader, "to_janus_pro_dict"):
-                config_dict = reader.to_janus_pro_dict(config_dict, pretrained_model_name_or_path, **kwargs)
-        return config_dict, kwargs
+        if model_type in (None, cls.model_type):
+            return config_dict, kwargs
+        reader = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else None
+        if hasattr(reader, "to_janus_pro_dict"):
+            return reader.to_janus_pro_dict(config_dict, pretrained_model_name_or_path, **kwargs), kwargs
+        source = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "", "config.json")
+        if model_type == "janus":
+            raise CheckpointError(
+                f"{source} is a checkpoint in transformers' built-in `janus` format, which {cls.__name__} does not "
+                "read. Load it with transformers' JanusForConditionalGeneration, or convert it to this package's "
+                "format first: `janus-pro convert SRC DST --to ours` (in Python: `convert_janus_to_janus_pro`)."
+            )
+        raise CheckpointError(
+            f"{source} describes a {model_type!r} model, not Janus-Pro. {cls.__name__} reads Janus-Pro checkpoints "
+            "in this package's format (`model_type: janus_pro`) or as DeepSeek published them (`multi_modality`)."
+        )
 
     @classmethod
     def janus_pro_1b(cls, **kwargs) -> "JanusProConfig":

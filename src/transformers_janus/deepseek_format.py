@@ -1,19 +1,26 @@
 """
-Reading checkpoints exactly as DeepSeek published them (`model_type: "multi_modality"`, SPEC §2): their
-config is mapped to a [`JanusProConfig`] and their weights renamed/split into ours on the fly, so that
-`from_pretrained` works on `deepseek-ai/Janus-Pro-1B`/`-7B` without a conversion step.
+Reading checkpoints exactly as DeepSeek published them (`model_type: "multi_modality"`, SPEC §2), so that
+`from_pretrained` works on `deepseek-ai/Janus-Pro-1B`/`-7B` without a conversion step:
+
+- the config: [`DeepSeekJanusConfig`], registered with `AutoConfig`, maps DeepSeek's config.json to a
+  [`JanusProConfig`] (which reads it through its generic `to_janus_pro_dict` hook);
+- the weights: a checkpoint conversion mapping of transformers' own loader (`deepseek_weight_conversions`,
+  registered for `janus_pro`) renames and splits DeepSeek's tensors while they load;
+- the checks of every load, in any format, that the model's loading hooks call: weight files are read safely and
+  named when damaged, and tensors that do not fit the model are refused by name.
 """
 
-import json
 import os
 import re
 
 import torch
 from transformers import PreTrainedConfig
-from transformers.utils import cached_file, is_flash_attn_2_available, logging
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import Chunk, ConversionOps, WeightConverter, WeightRenaming, WeightTransform
+from transformers.utils import is_flash_attn_2_available, logging
 
 from .configuration_janus_pro import JanusProConfig
-from .utils import CheckpointError, hub_kwargs_from, read_special_token_ids
+from .utils import CheckpointError, checkpoint_format, hub_kwargs_from, read_special_token_ids
 
 
 logger = logging.get_logger(__name__)
@@ -28,15 +35,9 @@ SIGLIP_PRESETS = {
 VQ_PRESETS = {"VQ-16": {"ch": 128, "z_channels": 256, "ch_mult": [1, 1, 2, 2, 4], "image_token_size": 16384, "n_embed": 8}}
 SUPPORTED_PROJECTORS = {"mlp_gelu", "linear"}
 
-WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
-
 
 class DeepSeekCheckpointError(CheckpointError):
     """A DeepSeek-format checkpoint that cannot be read: the message names the file, field or tensor."""
-
-
-def is_deepseek_config(config_dict: dict) -> bool:
-    return config_dict.get("model_type") == DEEPSEEK_MODEL_TYPE
 
 
 def _component(config_dict: dict, name: str, expected_cls: set[str]) -> dict:
@@ -174,8 +175,46 @@ class DeepSeekJanusConfig(PreTrainedConfig):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Weights
+# Weights: a checkpoint conversion mapping of transformers' loader (`core_model_loading`)
 # ----------------------------------------------------------------------------------------------------------------
+#
+# DeepSeek's weights load through `PreTrainedModel.from_pretrained` itself: the transforms below are registered for
+# `model_type: "janus_pro"` and rename/split DeepSeek's keys while the loader reads the files (safetensors or `.bin`,
+# single or sharded, any `dtype`/`device_map`). They are one-way: transformers reverts a model's conversion mapping
+# when it saves, which would write DeepSeek's keys (and the codebook L2 normalisation has no inverse), so their
+# reverse is a transform that matches nothing and a saved model is always in our format.
+#
+# Each transform matches only names that DeepSeek's checkpoints have and ours never have (`vision_model.vision_tower.`,
+# `gen_vision_model.`, `language_model.model.`, `language_model.lm_head.`), so loading our own format is untouched.
+# The renaming produces the headless model's names; the loader adds the `model.` prefix for the full model.
+# Tensors that need more than a new name keep a DeepSeek leaf name after the renaming (`attn.qkv`, `pos_embed`, the
+# VQ attention's `q`/`k`/`v`/`proj_out` 1x1 convolutions, `quantize.embedding`), which a converter then turns into
+# ours; our checkpoints never hold those leaf names.
+
+SIGLIP_PREFIX = "vision_model.vision_tower."
+VQ_PREFIX = "gen_vision_model."
+# Tensors of DeepSeek's checkpoints that Janus-Pro never uses: SigLIP's attention-pooling head (Janus takes every patch
+# feature) and the VQ's training-time codebook usage counter.
+UNUSED_KEYS = (r"^vision_model\.vision_tower\.attn_pool\.", r"^gen_vision_model\.quantize\.codebook_used$")
+
+
+class _MatchesNothing(WeightRenaming):
+    """The reverse of a one-way transform: saving never renames a key back into DeepSeek's format."""
+
+    __slots__ = ()
+
+    def rename_source_key(self, source_key: str) -> tuple[str, str | None]:
+        return source_key, None
+
+
+class _OneWay:
+    """Mixin: the transform applies when loading only (see the section comment above)."""
+
+    __slots__ = ()
+
+    def reverse_transform(self) -> WeightTransform:
+        return _MatchesNothing(self._original_target_patterns[:1], self._original_source_patterns[:1])
+
 
 def _rename_vq_key(key: str) -> str:
     """DeepSeek VQ-16 key (without the `gen_vision_model.` prefix) -> `diffusers.VQModel` key (SPEC §1)."""
@@ -194,102 +233,268 @@ def _rename_vq_key(key: str) -> str:
     key = key.replace(".nin_shortcut.", ".conv_shortcut.")
     if ".attentions." in key:
         key = re.sub(r"\.norm\.(weight|bias)$", r".group_norm.\1", key)
-        key = re.sub(r"\.(q|k|v)\.(weight|bias)$", r".to_\1.\2", key)
-        key = re.sub(r"\.proj_out\.(weight|bias)$", r".to_out.0.\1", key)
+        # Biases only get new names; the 1x1-conv weights keep DeepSeek's leaf for `_VQ_ATTENTION_CONVERTERS`.
+        key = re.sub(r"\.(q|k|v)\.bias$", r".to_\1.bias", key)
+        key = re.sub(r"\.proj_out\.bias$", r".to_out.0.bias", key)
     return key
 
 
-def convert_deepseek_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """
-    Rename and split DeepSeek's weights into [`JanusProForConditionalGeneration`]'s keys: SigLIP `qkv` split in
-    three, the VQ key map, the codebook L2-normalised, and the unused `attn_pool.*` / `codebook_used` dropped.
-    """
-    converted = {}
-    for key, tensor in state_dict.items():
-        if key.startswith("vision_model.vision_tower."):
-            name = key[len("vision_model.vision_tower.") :]
-            if name.startswith("attn_pool."):
-                continue
-            prefix = "model.vision_model."
-            block = re.match(r"blocks\.(\d+)\.(.*)", name)
-            if name == "pos_embed":
-                converted[prefix + "embeddings.position_embedding.weight"] = tensor[0]
-            elif name.startswith("patch_embed.proj."):
-                converted[prefix + "embeddings.patch_embedding." + name.split(".")[-1]] = tensor
-            elif name.startswith("norm."):
-                converted[prefix + "post_layernorm." + name.split(".")[-1]] = tensor
-            elif block:
-                layer, rest = block.groups()
-                layer_prefix = f"{prefix}encoder.layers.{layer}."
-                if rest.startswith("attn.qkv."):
-                    suffix = rest.split(".")[-1]
-                    for proj, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
-                        converted[f"{layer_prefix}self_attn.{proj}.{suffix}"] = part.contiguous()
-                else:
-                    rest = rest.replace("attn.proj.", "self_attn.out_proj.")
-                    rest = rest.replace("norm1.", "layer_norm1.").replace("norm2.", "layer_norm2.")
-                    converted[layer_prefix + rest] = tensor
-            else:
-                converted[prefix + name] = tensor  # unknown: reported by the shape/key check
-        elif key.startswith("gen_vision_model."):
-            name = key[len("gen_vision_model.") :]
-            if name == "quantize.codebook_used":
-                continue
-            new_name = _rename_vq_key(name)
-            if ".attentions." in new_name and tensor.ndim == 4:
-                tensor = tensor[:, :, 0, 0]  # 1x1 conv -> linear
-            if new_name == "quantize.embedding.weight":
-                tensor = torch.nn.functional.normalize(tensor.float(), p=2, dim=-1).to(tensor.dtype)
-            converted["model.vq_model." + new_name] = tensor
-        elif key.startswith("language_model.model."):
-            converted["model.language_model." + key[len("language_model.model.") :]] = tensor
-        elif key == "language_model.lm_head.weight":
-            converted["lm_head.weight"] = tensor
-        else:
-            converted["model." + key] = tensor  # aligner, gen_aligner, gen_head, gen_embed keep their names
-    return converted
+def _rename_siglip_key(name: str) -> str:
+    """DeepSeek's timm SigLIP key (without `vision_model.vision_tower.`) -> `SiglipVisionModel` key."""
+    block = re.match(r"blocks\.(\d+)\.(.*)", name)
+    if name == "pos_embed":
+        return "embeddings.pos_embed"  # squeezed by a converter
+    if name.startswith("patch_embed.proj."):
+        return "embeddings.patch_embedding." + name.split(".")[-1]
+    if name.startswith("norm."):
+        return "post_layernorm." + name.split(".")[-1]
+    if block:
+        layer, rest = block.groups()
+        if not rest.startswith("attn.qkv."):  # `attn.qkv` is split by a converter
+            rest = rest.replace("attn.proj.", "self_attn.out_proj.")
+            rest = rest.replace("norm1.", "layer_norm1.").replace("norm2.", "layer_norm2.")
+        return f"encoder.layers.{layer}.{rest}"
+    return name  # unknown: reported as unexpected by the load check
 
 
-def resolve_weight_files(name_or_path: str | os.PathLike, **hub_kwargs) -> list[str]:
-    """The weight files of a checkpoint: safetensors preferred, single or sharded with an index."""
-    for filename in WEIGHT_FILES:
-        resolved = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-        if resolved is None:
+def rename_deepseek_key(key: str) -> str | None:
+    """Our (headless) name of one of DeepSeek's keys, or None when `key` is not one of DeepSeek's own names."""
+    if key.startswith(SIGLIP_PREFIX) and not re.match(UNUSED_KEYS[0], key):
+        return "vision_model." + _rename_siglip_key(key[len(SIGLIP_PREFIX) :])
+    if key.startswith(VQ_PREFIX) and key not in ("gen_vision_model.quantize.codebook_used", "gen_vision_model.quantize.embedding.weight"):
+        return "vq_model." + _rename_vq_key(key[len(VQ_PREFIX) :])
+    if key.startswith("language_model.model."):
+        return "language_model." + key[len("language_model.model.") :]
+    if key == "language_model.lm_head.weight":
+        return "lm_head.weight"
+    return None
+
+
+class DeepSeekRenaming(_OneWay, WeightRenaming):
+    """Renames DeepSeek's SigLIP, VQ-16 and language-model keys to ours (one-way; see the section comment)."""
+
+    __slots__ = ()
+
+    def __init__(self):
+        super().__init__(source_patterns=r"^(vision_model\.vision_tower|gen_vision_model|language_model)\.", target_patterns=r"\1.")
+
+    def rename_source_key(self, source_key: str) -> tuple[str, str | None]:
+        renamed = rename_deepseek_key(source_key)
+        if renamed is None:
+            return source_key, None
+        self._was_used = True
+        return renamed, self.source_patterns[0]
+
+
+class DeepSeekConverter(_OneWay, WeightConverter):
+    """A `WeightConverter` for DeepSeek's tensors that need more than a new name (one-way)."""
+
+    __slots__ = ()
+
+
+class _SingleTensorOp(ConversionOps):
+    """A one-to-one conversion: the loader's single tensor in, the same tensor changed under its final name out."""
+
+    def convert(self, input_dict, source_patterns, target_patterns, full_layer_name=None, **kwargs):
+        tensor = next(iter(input_dict.values()))
+        tensor = tensor[0] if isinstance(tensor, list) else tensor
+        return {full_layer_name: self.transform(tensor)}
+
+    def transform(self, tensor: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SqueezeLeadingDim(_SingleTensorOp):
+    """timm's `pos_embed` `[1, tokens, width]` -> SigLIP's position embedding table `[tokens, width]`."""
+
+    def transform(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[0]
+
+
+class ConvToLinear(_SingleTensorOp):
+    """A 1x1 convolution `[out, in, 1, 1]` (DeepSeek's VQ attention) -> a linear weight `[out, in]` (diffusers')."""
+
+    def transform(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[:, :, 0, 0] if tensor.ndim == 4 else tensor
+
+
+class L2NormalizeCodebook(_SingleTensorOp):
+    """
+    DeepSeek's VQ normalises its codebook when it looks tokens up (`l2_norm`); diffusers' VQModel does not, so the
+    stored codebook is normalised once, in float32, while loading. There is no inverse: the one-way transform above.
+    """
+
+    def transform(self, tensor: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(tensor.float(), p=2, dim=-1).to(tensor.dtype)
+
+
+def deepseek_weight_conversions() -> list[WeightTransform]:
+    """The transforms that read DeepSeek's weights into ours, in the order transformers' loader applies them."""
+    vq_attention = [
+        DeepSeekConverter(rf"attentions\.(\d+)\.{name}\.weight", rf"attentions.\1.{target}.weight", operations=[ConvToLinear()])
+        for name, target in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("proj_out", "to_out.0"))
+    ]
+    return [
+        DeepSeekRenaming(),
+        DeepSeekConverter(r"attn\.qkv", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], operations=[Chunk(dim=0)]),
+        DeepSeekConverter(r"embeddings\.pos_embed$", "embeddings.position_embedding.weight", operations=[SqueezeLeadingDim()]),
+        DeepSeekConverter(
+            r"^gen_vision_model\.quantize\.embedding\.weight$",
+            "vq_model.quantize.embedding.weight",
+            operations=[L2NormalizeCodebook()],
+        ),
+        *vq_attention,
+    ]
+
+
+def register_deepseek_weight_conversion(model_type: str = "janus_pro") -> None:
+    """Register the DeepSeek transforms for `model_type` with transformers' loader (again: replaces, no error)."""
+    register_checkpoint_conversion_mapping(model_type, deepseek_weight_conversions(), overwrite=True)
+
+
+def _listing(names) -> str:
+    names = sorted(names)
+    return f"{names[:10]}{' ...' if len(names) > 10 else ''}"
+
+
+def check_mismatched_weights(model, load_config, loading_info) -> None:
+    """
+    Refuse tensors whose shape differs from the model's, naming them (transformers raises a bare `RuntimeError`
+    pointing at its report), unless `ignore_mismatched_sizes=True` was passed.
+    """
+    if load_config.ignore_mismatched_sizes or not loading_info.mismatched_keys:
+        return
+    mismatched = [
+        f"{key}: checkpoint {tuple(checkpoint_shape)} vs model {tuple(model_shape)}"
+        for key, checkpoint_shape, model_shape in sorted(loading_info.mismatched_keys)
+    ]
+    _raise_load_error(model, load_config, [f"shape mismatches {_listing(mismatched)}"])
+
+
+def check_loaded_weights(model, source: str | os.PathLike, loading_info: dict, **hub_kwargs) -> None:
+    """
+    Refuse a load, in any format, that left model tensors missing (they would stay randomly initialised) or found
+    tensors the model has no place for, naming them. A headless model loaded from a full checkpoint leaves the
+    text head out, as transformers' base models do.
+    """
+    base_model = getattr(model, model.base_model_prefix, None)
+    unexpected = set()
+    for key in loading_info["unexpected_keys"]:
+        if base_model is None and key.split(".")[0] == "lm_head":
             continue
-        if not filename.endswith(".index.json"):
-            return [resolved]
-        with open(resolved, encoding="utf-8") as handle:
-            weight_map = json.load(handle).get("weight_map", {})
-        shards = sorted(set(weight_map.values()))
-        return [cached_file(name_or_path, shard, **hub_kwargs) for shard in shards]
-    raise DeepSeekCheckpointError(
-        f"No weights found in {name_or_path}: expected one of {list(WEIGHT_FILES)}."
+        if base_model is not None and hasattr(base_model, key.split(".")[0]):
+            key = f"{model.base_model_prefix}.{key}"  # named in the model's namespace, as the missing ones are
+        unexpected.add(key)
+    problems = []
+    if loading_info["missing_keys"]:
+        problems.append(f"missing tensors {_listing(loading_info['missing_keys'])}")
+    if unexpected:
+        problems.append(f"unexpected tensors {_listing(unexpected)}")
+    if problems:
+        error_class = DeepSeekCheckpointError if checkpoint_format(source, **hub_kwargs) == "deepseek" else CheckpointError
+        raise error_class(_load_error_message(model, source, problems) + " (Pass `strict=False` to load it anyway.)")
+
+
+def _load_error_message(model, source, problems: list[str]) -> str:
+    return (
+        f"The weights of {source} do not fit its config.json ({type(model).__name__}): " + "; ".join(problems)
+        + ". The weight files and config.json come from different checkpoints, or a file is damaged: download the "
+        "checkpoint again."
     )
 
 
-def load_weight_file(path: str) -> dict[str, torch.Tensor]:
-    """Load one weight file (`.bin` only with `weights_only=True`), naming the file when it is unreadable."""
+def _raise_load_error(model, load_config, problems: list[str]):
+    raise _error_class(load_config)(_load_error_message(model, load_config.pretrained_model_name_or_path, problems))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weight files, in every format: checked before transformers' loader reads them
+# ----------------------------------------------------------------------------------------------------------------
+
+def _error_class(load_config) -> type[CheckpointError]:
+    source = load_config.pretrained_model_name_or_path
+    if source is None:
+        return CheckpointError
+    download_kwargs = {key: value for key, value in dict(load_config.download_kwargs or {}).items() if value is not None}
+    is_deepseek = checkpoint_format(source, **hub_kwargs_from(download_kwargs)) == "deepseek"
+    return DeepSeekCheckpointError if is_deepseek else CheckpointError
+
+
+def read_weight_file(path: str, error_class: type[CheckpointError] = CheckpointError) -> dict[str, torch.Tensor] | None:
+    """
+    Check one weight file before it is loaded, naming it when it cannot be read. A `.bin` is read here, with
+    `weights_only=True` (a pickle holding code or other objects is refused, never run) and `mmap` only for the zip
+    format (a legacy `torch.save` file of plain tensors reads too); a safetensors file only has its header checked
+    (None is returned: transformers memory-maps it).
+    """
+    damaged = f"The weight file {path} cannot be read ({{error}}); it is probably truncated or corrupted: download it again."
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open  # noqa: I001
 
         try:
-            return load_file(path)
+            with safe_open(path, framework="pt"):
+                return None
         except (SafetensorError, OSError) as error:
-            raise DeepSeekCheckpointError(
-                f"Cannot read the weight file {path} ({error}); it is probably truncated or corrupted: download it again."
-            ) from error
+            raise error_class(damaged.format(error=error)) from None
+    import pickle
+    import zipfile
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" in str(error).lower():
+            raise error_class(
+                f"The weight file {path} holds code or objects that are not tensors, so it was not loaded (only plain "
+                "tensors are read from pickle files). Get the checkpoint from a source you trust, preferably as "
+                "safetensors."
+            ) from None
+        raise error_class(damaged.format(error=error)) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise DeepSeekCheckpointError(
-            f"Cannot read the weight file {path} ({error}); it is probably truncated or corrupted: download it again."
-        ) from error
+        raise error_class(damaged.format(error=error)) from None
 
 
-def load_deepseek_state_dict(name_or_path: str | os.PathLike, **hub_kwargs) -> dict[str, torch.Tensor]:
-    """All of a DeepSeek-format checkpoint's weights, already converted to this package's keys."""
-    state_dict = {}
-    for path in resolve_weight_files(name_or_path, **hub_kwargs):
-        state_dict.update(load_weight_file(path))
-    return convert_deepseek_state_dict(state_dict)
+def _check_shard_names(load_config, error_class: type[CheckpointError]) -> None:
+    """Refuse a shard index that names files outside the checkpoint folder (`../x.bin`, absolute paths)."""
+    weight_map = (load_config.sharded_metadata or {}).get("weight_map", {})
+    outside = sorted(
+        {name for name in weight_map.values() if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == ".."}
+    )
+    if outside:
+        raise error_class(
+            f"The shard index of {load_config.pretrained_model_name_or_path} names weight files outside the "
+            f"checkpoint folder: {outside}. They were not read; a shard index may only name files inside its folder."
+        )
+
+
+def read_weight_files(checkpoint_files: list[str], load_config) -> dict[str, torch.Tensor] | None:
+    """
+    Check every weight file of a load (shard names, truncation, pickled code) and read the `.bin` ones; the merged
+    state dict of the `.bin` files, or None when they are safetensors (left to transformers' memory-mapped reader).
+    """
+    try:
+        _check_shard_names(load_config, CheckpointError)
+        if not load_config.weights_only:  # the caller explicitly asked transformers to unpickle anything
+            return None
+        state_dict = {}
+        for path in checkpoint_files:
+            tensors = read_weight_file(path)
+            if tensors is not None:
+                state_dict.update(tensors)
+    except CheckpointError as error:
+        error_class = _error_class(load_config)
+        if error_class is CheckpointError:
+            raise
+        raise error_class(str(error)) from None
+    return state_dict or None
+
+
+def use_mapped_generation_config(model) -> None:
+    """
+    A model loaded from DeepSeek's format without a `generation_config.json` gets its generation config from the
+    mapped [`JanusProConfig`] (pad, BOS and EOS ids), not from DeepSeek's raw config.json, which has none of them.
+    """
+    from transformers import GenerationConfig
+
+    from_deepseek = any(isinstance(t, DeepSeekRenaming) for t in getattr(model, "_weight_conversions", None) or ())
+    if from_deepseek and model.can_generate() and getattr(model.generation_config, "_from_model_config", False):
+        model.generation_config = GenerationConfig.from_model_config(model.config)

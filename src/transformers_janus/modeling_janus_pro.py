@@ -1,6 +1,5 @@
 """PyTorch Janus-Pro model: SigLIP + Llama + diffusers' VQModel, joined by Janus-Pro's adaptors and image head."""
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -18,14 +17,15 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, cached_file, is_tracing, logging, torch_compilable_check
+from transformers.utils import TransformersKwargs, is_tracing, logging, torch_compilable_check
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_janus_pro import JanusProConfig
 from .image_generation import JanusProImageGenerationMixin
-from .deepseek_format import DeepSeekCheckpointError, is_deepseek_config, load_deepseek_state_dict
-from .utils import check_state_dict_matches, expected_shapes, hub_kwargs_from
+from .deepseek_format import UNUSED_KEYS as DEEPSEEK_UNUSED_KEYS
+from .deepseek_format import check_loaded_weights, check_mismatched_weights, read_weight_files, use_mapped_generation_config
+from .utils import hub_kwargs_from
 
 
 logger = logging.get_logger(__name__)
@@ -125,49 +125,42 @@ class JanusProPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # DeepSeek's checkpoints hold tensors Janus-Pro never uses (SigLIP's pooling head, the VQ's usage counter).
+    _keys_to_ignore_on_load_unexpected = list(DEEPSEEK_UNUSED_KEYS)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """
-        `PreTrainedModel.from_pretrained`, which also reads checkpoints exactly as DeepSeek published them
-        (`model_type: "multi_modality"`): their config is mapped and their weights converted on the fly.
-        """
-        if pretrained_model_name_or_path is not None and kwargs.get("state_dict") is None:
-            config_file = cached_file(
-                pretrained_model_name_or_path,
-                "config.json",
-                _raise_exceptions_for_missing_entries=False,
-                **hub_kwargs_from(kwargs),
-            )
-            if config_file is not None:
-                with open(config_file, encoding="utf-8") as handle:
-                    if is_deepseek_config(json.load(handle)):
-                        return cls._from_deepseek_checkpoint(pretrained_model_name_or_path, *model_args, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
+        r"""
+        `PreTrainedModel.from_pretrained` (our format or DeepSeek's), refusing by name tensors the checkpoint lacks
+        (they would stay randomly initialised) or has that the model has no place for.
 
-    @classmethod
-    def _from_deepseek_checkpoint(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        hub_kwargs = hub_kwargs_from(kwargs)
-        for key in hub_kwargs:
-            kwargs.pop(key)
-        config = kwargs.pop("config", None)
-        if not isinstance(config, JanusProConfig):
-            # Config attributes override the config, as in `PreTrainedModel.from_pretrained`; the rest (and `dtype`,
-            # which configs also carry) are loading arguments.
-            defaults = JanusProConfig()
-            model_kwargs = {
-                key: kwargs.pop(key) for key in list(kwargs) if key in ("dtype", "torch_dtype") or not hasattr(defaults, key)
-            }
-            config, unused = JanusProConfig.from_pretrained(
-                pretrained_model_name_or_path, return_unused_kwargs=True, **hub_kwargs, **kwargs
-            )
-            kwargs = {**model_kwargs, **unused}
-        state_dict = load_deepseek_state_dict(pretrained_model_name_or_path, **hub_kwargs)
-        expected = expected_shapes(cls, config)
-        if not any(key.startswith("model.") for key in expected):  # the headless base model
-            state_dict = {key[len("model.") :]: value for key, value in state_dict.items() if key.startswith("model.")}
-        check_state_dict_matches(state_dict, expected, str(pretrained_model_name_or_path), DeepSeekCheckpointError)
-        return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
+        strict (`bool`, *optional*, defaults to `True`):
+            Pass `False` to load an incomplete checkpoint anyway, as transformers does (a load report, missing
+            tensors initialised). `output_loading_info=True` also hands the lists to the caller instead of raising.
+            A state dict given in memory with no checkpoint (`from_pretrained(None, config=..., state_dict=...)`) is
+            the caller's to complete.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        use_mapped_generation_config(model)
+        if strict and not output_loading_info and pretrained_model_name_or_path is not None:
+            check_loaded_weights(model, pretrained_model_name_or_path, loading_info, **hub_kwargs_from(kwargs))
+        return (model, loading_info) if output_loading_info else model
+
+    @staticmethod
+    def _load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys=None):
+        """`PreTrainedModel._load_pretrained_model`, with every weight file checked first (`read_weight_files`)."""
+        if state_dict is None and checkpoint_files:
+            state_dict = read_weight_files(checkpoint_files, load_config)
+        return PreTrainedModel._load_pretrained_model(model, state_dict, checkpoint_files, load_config, expected_keys)
+
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        """`PreTrainedModel._finalize_model_loading`, with tensors that do not fit the model refused by name."""
+        check_mismatched_weights(model, load_config, loading_info)
+        return PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
 
     @classmethod
     def is_custom_code(cls) -> bool:
