@@ -1,7 +1,8 @@
 """
-Text-to-image decoding speed: `JanusProForConditionalGeneration.generate_images` (and `JanusProImagePipeline` end to
-end) against transformers' built-in `JanusForConditionalGeneration.generate(generation_mode="image")` on the converted
-weights and against DeepSeek's reference loop (SPEC §4), on the same random weights, in float32 and bfloat16.
+Text-to-image decoding speed: `JanusProForConditionalGeneration.generate_images` (its default path, the opt-in fast
+path and prepacked weights; and `JanusProImagePipeline` end to end) against transformers' built-in
+`JanusForConditionalGeneration.generate(generation_mode="image")` on the converted weights and against DeepSeek's
+reference loop (SPEC §4, `tests/reference.py`), on the same random weights, in float32 and bfloat16.
 
     python benchmarks/bench_generate.py
     python benchmarks/bench_generate.py --quick
@@ -25,9 +26,32 @@ import torch
 logger = logging.getLogger("bench_generate")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# A DeepSeek-LLM-style tokenizer (411 tokens, all of Janus-Pro's special tokens), bundled with the tests.
-TOKENIZER_DIR = REPO_ROOT / "tests" / "fixtures" / "janus-pro-tiny-original" / "checkpoint"
-IMPLEMENTATIONS = ("ours", "ours_static", "ours_prepacked", "pipeline", "pipeline_prepacked", "builtin", "reference")
+# The parity oracle (DeepSeek's loop) lives with the tests, which anchor it to DeepSeek's golden numbers.
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from reference import reference_generate  # noqa: E402
+
+IMPLEMENTATIONS = (
+    "ours",
+    "ours_static",
+    "ours_fast",
+    "ours_prepacked",
+    "pipeline",
+    "pipeline_prepacked",
+    "builtin",
+    "reference",
+)
+# Janus-Pro's special tokens (DeepSeek-LLM's tokenizer), added to the benchmark's byte-level tokenizer
+SPECIAL_TOKENS = (
+    "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>",
+    "<｜▁pad▁｜>",
+    "<image_placeholder>",
+    "<patch_placeholder>",
+    "<|User|>",
+    "<|Assistant|>",
+    "<begin_of_image>",
+    "<end_of_image>",
+)
 QUICK_SETTINGS = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -45,12 +69,13 @@ QUICK_SETTINGS = {
 class BenchmarkArguments:
     """
     Args:
-        quick: Tiny model (16 image tokens) and batches 1 and 2: a smoke run of a few seconds.
+        quick: Tiny model (16 image tokens) and batches 1 and 2 (unless `batch_sizes` says otherwise): a smoke run.
         device: Where to run (`cpu`, `cuda`, `cuda:1`, ...).
         dtypes: Precisions to measure, each on the same weights.
         batch_sizes: Images per prompt.
         implementations: Which of `ours` (`generate_images`, dynamic cache), `ours_static` (static cache),
-            `ours_prepacked` (`prepack_weights=True`; dropped off CPU), `pipeline` (`JanusProImagePipeline` end to end:
+            `ours_fast` (`fast_decoding=True`), `ours_prepacked` (`prepack_weights=True`; dropped where oneDNN cannot
+            run it: off CPU, or bfloat16 on CPUs without bfloat16 instructions), `pipeline` (`JanusProImagePipeline` end to end:
             prompt, tokens, VQ decode, PIL images), `pipeline_prepacked`, `builtin` (transformers' Janus) and
             `reference` (DeepSeek's loop) to run.
         repeats: Timed runs per measurement; the fastest counts.
@@ -95,9 +120,10 @@ class BenchmarkArguments:
     output_json: str | None = field(default=None, metadata={"help": "Also write the results to this file."})
 
     def __post_init__(self):
-        if self.quick:
+        if self.quick:  # the tiny model; batches 1 and 2 unless others were asked for
             for name, value in QUICK_SETTINGS.items():
-                setattr(self, name, value)
+                if name != "batch_sizes" or self.batch_sizes == [1, 8]:
+                    setattr(self, name, value)
         if not self.device.startswith("cpu"):  # prepacked weights are oneDNN's, on CPU only
             self.implementations = [name for name in self.implementations if not name.endswith("_prepacked")]
         unknown = sorted(set(self.implementations) - set(IMPLEMENTATIONS))
@@ -110,6 +136,33 @@ class BenchmarkArguments:
 # ---------------------------------------------------------------------------------------------------------------
 # The model, its processor and the built-in twin
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def build_tokenizer():
+    """
+    A byte-level tokenizer built here (no download, no test fixture): the 256 byte symbols, no merges, and Janus-Pro's
+    special tokens. Prompts tokenize to about one token per character, longer than with DeepSeek's BPE; the decoding
+    steps, which the benchmark times, do not depend on the tokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={symbol: index for index, symbol in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(SPECIAL_TOKENS))
+    bos = SPECIAL_TOKENS[0]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, backend.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token=SPECIAL_TOKENS[1],
+        pad_token=SPECIAL_TOKENS[2],
+        additional_special_tokens=list(SPECIAL_TOKENS[3:]),
+    )
 
 
 def build_model(args: BenchmarkArguments, tokenizer):
@@ -166,61 +219,6 @@ def build_pipeline(model, tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# DeepSeek's reference loop
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def reference_generate(
-    model,
-    input_ids: torch.LongTensor,
-    parallel_size: int,
-    cfg_weight: float = 5.0,
-    temperature: float = 1.0,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """
-    DeepSeek's text-to-image loop (`generate` in deepseek-ai/Janus `generation_inference.py`, SPEC §4) written
-    against our model's submodules: rows interleaved conditional / unconditional (every token but the first and the
-    last replaced by pad), one `language_model.model(inputs_embeds=..., use_cache=True, past_key_values=...)` call per
-    step, the image head on the last hidden state, `uncond + w * (cond - uncond)` in the model's dtype, a
-    `torch.multinomial` draw from `softmax(logits / temperature)` (argmax when `greedy`), and the token fed back to
-    both rows as `gen_aligner(gen_embed(token))` (DeepSeek's `prepare_gen_img_embeds`).
-
-    Args:
-        input_ids: The prompt, `[seq_len]`, ending with `<begin_of_image>`.
-        parallel_size: Images to make.
-
-    Returns:
-        The image tokens, `[parallel_size, num_image_tokens]`.
-    """
-    janus = model.model
-    num_image_tokens = model.config.num_image_tokens
-    tokens = input_ids[None].repeat(parallel_size * 2, 1)
-    tokens[1::2, 1:-1] = model.config.pad_token_id
-    inputs_embeds = janus.language_model.get_input_embeddings()(tokens)
-    generated = torch.zeros((parallel_size, num_image_tokens), dtype=torch.int, device=input_ids.device)
-    cache = None
-    for step in range(num_image_tokens):
-        # `past_key_values` is called `cache` in this transformers.
-        outputs = janus.language_model(inputs_embeds=inputs_embeds, use_cache=True, cache=cache)
-        cache = outputs.cache
-        logits = janus.gen_head(outputs.last_hidden_state[:, -1, :])
-        logit_cond, logit_uncond = logits[0::2, :], logits[1::2, :]
-        logits = logit_uncond + cfg_weight * (logit_cond - logit_uncond)
-        if greedy:
-            next_token = logits.argmax(-1, keepdim=True)
-        else:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            next_token = torch.multinomial(probs, num_samples=1, generator=generator)
-        generated[:, step] = next_token.squeeze(dim=-1)
-        next_token = torch.cat([next_token.unsqueeze(dim=1), next_token.unsqueeze(dim=1)], dim=1).view(-1)
-        inputs_embeds = janus.gen_aligner(janus.gen_embed(next_token)).unsqueeze(dim=1)
-    return generated
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # One call of each implementation
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -250,6 +248,7 @@ def run_implementation(name: str, contestants: Contestants, batch_size: int, gre
             guidance_scale=args.guidance_scale,
             generator=generators,
             cache_implementation="static" if name == "ours_static" else "dynamic",
+            fast_decoding=name == "ours_fast",
             **sampling,
             **prepack,
         )
@@ -388,11 +387,12 @@ def required_matches(dtype: str, implementations: list[str]) -> list[tuple[str, 
     The (implementation, baseline) pairs whose greedy tokens must be identical. In float32 every implementation but
     the prepacked ones computes bit for bit what the reference loop computes. In bfloat16 the reference loop and the
     built-in combine the guidance in bfloat16 and we in float32, so only our own variants must agree with `ours`
-    (prepacked ones included: oneDNN's bfloat16 products are the default ones).
+    (prepacked ones included: oneDNN's bfloat16 products are the default ones). The fast path must always give the
+    default path's tokens.
     """
-    ours_variants = ["ours_static", "pipeline"]
+    ours_variants = ["ours_static", "ours_fast", "pipeline"]
     if dtype == "float32":
-        pairs = [(name, "reference") for name in ("ours", "ours_static", "pipeline", "builtin")]
+        pairs = [(name, "reference") for name in ("ours", "ours_static", "ours_fast", "pipeline", "builtin")]
     else:
         ours_variants += ["ours_prepacked", "pipeline_prepacked"]
         pairs = []
@@ -503,9 +503,9 @@ def describe_machine(device: torch.device) -> str:
 
 def main(args: BenchmarkArguments) -> dict:
     import transformers
-    from transformers import AutoTokenizer
 
     from transformers_janus.conversion import janus_pro_to_janus
+    from transformers_janus.fast_image_decoding import prepacking_unsupported_reason
 
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
@@ -514,7 +514,7 @@ def main(args: BenchmarkArguments) -> dict:
     device = torch.device(args.device)
 
     # Build the model once, in float32; other dtypes are casts of the same weights
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = build_tokenizer()
     model = build_model(args, tokenizer)
     pipeline = build_pipeline(model, tokenizer)
     input_ids = pipeline.encode_prompt([args.prompt], None, None, 1, device)["input_ids"][0]
@@ -528,12 +528,18 @@ def main(args: BenchmarkArguments) -> dict:
     )
     logger.info(f"Machine: {describe_machine(device)}")
 
-    measurements, verification = [], {}
+    measurements, verification, skipped = [], {}, {}
     for dtype in args.dtypes:
         model.to(getattr(torch, dtype))
+        implementations = list(args.implementations)
+        reason = prepacking_unsupported_reason(model)
+        if reason is not None and any(name.endswith("_prepacked") for name in implementations):
+            implementations = [name for name in implementations if not name.endswith("_prepacked")]
+            skipped[dtype] = f"prepacked implementations: {reason}"
+            logger.info(f"[{dtype}] skipping the prepacked implementations: {reason}")
         contestants = Contestants(
             model=model,
-            builtin=janus_pro_to_janus(model).eval() if "builtin" in args.implementations else None,
+            builtin=janus_pro_to_janus(model).eval() if "builtin" in implementations else None,
             pipeline=pipeline,
             input_ids=input_ids,
             args=args,
@@ -541,7 +547,7 @@ def main(args: BenchmarkArguments) -> dict:
         # Warm-up (and equal-work check): one greedy image from each implementation
         if args.check_greedy:
             start = time.perf_counter()
-            verification[dtype] = report = check_greedy_tokens(contestants, args.implementations, dtype)
+            verification[dtype] = report = check_greedy_tokens(contestants, implementations, dtype)
             logger.info(
                 f"[{dtype}] greedy tokens ({time.perf_counter() - start:.1f}s): {describe_greedy_check(report)}. "
                 f"Required identical: {', '.join(report['required']) or 'none'}: "
@@ -549,7 +555,7 @@ def main(args: BenchmarkArguments) -> dict:
                 f"{report['vq_decode_seconds_per_image']:.2f} s/image"
             )
         for batch_size in args.batch_sizes:
-            for name in args.implementations:
+            for name in implementations:
                 if not args.check_greedy:
                     run_implementation(name, contestants, batch_size, greedy=False)
                 measurement = measure(name, contestants, batch_size, dtype)
@@ -571,6 +577,7 @@ def main(args: BenchmarkArguments) -> dict:
         "prompt_tokens": int(input_ids.shape[0]),
         "measurements": [asdict(item) for item in measurements],
         "ratios": ratio_rows,
+        "skipped": skipped,
         "greedy_check": verification,
         "greedy_check_passed": all(report["passed"] for report in verification.values()),
     }

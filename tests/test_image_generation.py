@@ -101,3 +101,178 @@ def test_filtering_keeps_top_k_and_nucleus():
 def test_wrong_generator_count_is_refused(model, prompt_rows):
     with pytest.raises(ValueError, match="Got 3 generators for 2 prompt rows"):
         model.generate_images(prompt_rows, generator=[torch.Generator() for _ in range(3)])
+
+
+# The reference loop (tests/reference.py) is the oracle of the tests and the benchmark: anchored here to DeepSeek's numbers
+
+
+def test_reference_loop_reproduces_deepseeks_golden_tokens_and_logits(model, golden):
+    from reference import reference_generate
+
+    tokens, logits = reference_generate(model, golden["gen.prompt_ids"], 2, greedy=True, output_logits=True)
+    assert tokens.tolist() == golden["gen.greedy_image_tokens"].tolist()
+    torch.testing.assert_close(logits[0], golden["gen.cfg_logits_sample0"], atol=1e-5, rtol=0)
+
+
+def test_default_path_static_cache_matches_the_dynamic_one(model, left_padded_image_prompts):
+    """transformers' StaticCache attends over all positions under a mask: same tokens, logits equal to rounding."""
+    batch, mask, _ = left_padded_image_prompts
+    dynamic = model.generate_images(batch, attention_mask=mask, top_k=1, output_logits=True)
+    static = model.generate_images(batch, attention_mask=mask, top_k=1, output_logits=True, cache_implementation="static")
+    assert torch.equal(static.image_tokens, dynamic.image_tokens)
+    torch.testing.assert_close(static.logits, dynamic.logits, atol=1e-5, rtol=0)  # measured 9.5e-7
+
+
+def test_sampling_uses_transformers_warpers():
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from transformers_janus.image_generation import image_logits_warpers
+
+    warpers = image_logits_warpers(temperature=0.7, top_k=5, top_p=0.9)
+    assert [type(w) for w in warpers] == [TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper]
+    assert len(image_logits_warpers()) == 0  # nothing to change: no work per step
+    logits = torch.randn(3, 50)
+    expected = TopPLogitsWarper(0.9)(None, TopKLogitsWarper(5)(None, logits / 0.7))
+    assert torch.equal(warpers(None, logits), expected)
+
+
+# `model.generate(..., generation_mode="image")`: the built-in Janus's API on our model
+
+
+def test_generate_in_image_mode_gives_the_tokens_of_generate_images(model, prompt_rows):
+    greedy = model.generate_images(prompt_rows, top_k=1).image_tokens
+    assert torch.equal(model.generate(input_ids=prompt_rows, generation_mode="image", do_sample=False), greedy)
+    sampled = model.generate_images(
+        prompt_rows, guidance_scale=3.0, temperature=0.8, top_k=20, top_p=0.9,
+        generator=[torch.Generator().manual_seed(seed) for seed in (1, 2)],
+    )
+    found = model.generate(
+        prompt_rows, attention_mask=torch.ones_like(prompt_rows), generation_mode="image", do_sample=True,
+        guidance_scale=3.0, temperature=0.8, top_k=20, top_p=0.9,
+        generator=[torch.Generator().manual_seed(seed) for seed in (1, 2)],
+    )
+    assert torch.equal(found, sampled.image_tokens)
+
+
+def test_generate_in_image_mode_returns_a_generate_output_with_logits(model, prompt_rows):
+    expected = model.generate_images(prompt_rows[:1], top_k=1, output_logits=True)
+    output = model.generate(
+        # transformers refuses `num_return_sequences` for greedy search; top_k=1 sampling is greedy
+        input_ids=prompt_rows[:1], generation_mode="image", do_sample=True, top_k=1, num_return_sequences=2,
+        return_dict_in_generate=True, output_logits=True,
+    )
+    assert torch.equal(output.sequences, expected.image_tokens.repeat(2, 1))
+    assert len(output.logits) == model.config.num_image_tokens
+    # two rows instead of one: the batched products may round differently
+    torch.testing.assert_close(output.logits[3], expected.logits[:, 3].repeat(2, 1), atol=1e-5, rtol=0)
+
+
+def test_generate_in_text_mode_is_transformers_generate(model, prompt_rows):
+    plain = model.generate(input_ids=prompt_rows, max_new_tokens=3, do_sample=False)
+    text = model.generate(input_ids=prompt_rows, max_new_tokens=3, do_sample=False, generation_mode="text")
+    assert text.shape == (2, prompt_rows.shape[1] + 3) and torch.equal(text, plain)
+
+
+def test_generate_refuses_unknown_modes_and_arguments(model, prompt_rows):
+    with pytest.raises(ValueError, match="`generation_mode` must be 'text' or 'image', got 'video'"):
+        model.generate(input_ids=prompt_rows, generation_mode="video")
+    with pytest.raises(ValueError, match=r"not used by `generation_mode='image'`: \['colour'\]"):
+        model.generate(input_ids=prompt_rows, generation_mode="image", colour="red")
+    with pytest.raises(ValueError, match="num_beams=1"):
+        model.generate(input_ids=prompt_rows, generation_mode="image", num_beams=2)
+
+
+# The step callback contract (the pipeline's `callback_on_step_end` relies on it)
+
+
+def test_step_callback_sees_the_tokens_so_far_and_may_stop(model, prompt_rows):
+    full = model.generate_images(prompt_rows, top_k=1, output_logits=True)
+    seen = []
+
+    def stop_after_four(step, image_tokens):
+        seen.append(image_tokens.clone())
+        return {"stop": True} if step == 4 else None
+
+    stopped = model.generate_images(prompt_rows, top_k=1, output_logits=True, step_callback=stop_after_four)
+    assert [tokens.shape for tokens in seen] == [(2, step + 1) for step in range(5)]
+    assert torch.equal(seen[-1], full.image_tokens[:, :5])
+    assert stopped.image_tokens.shape == (2, 5) and stopped.logits.shape == (2, 5, full.logits.shape[-1])
+    assert torch.equal(stopped.image_tokens, full.image_tokens[:, :5])
+    assert torch.equal(stopped.logits, full.logits[:, :5])
+
+
+def test_step_callback_replacing_the_last_column_forces_what_the_next_step_reads(model, prompt_rows):
+    """Forcing every token: the logits are then the image head over the prompt followed by the forced tokens."""
+    num_tokens = model.config.num_image_tokens
+    forced = torch.randint(0, model.config.vq_config.num_vq_embeddings, (2, num_tokens), generator=torch.Generator().manual_seed(0))
+
+    def force(step, image_tokens):
+        return {"image_tokens": forced[:, : step + 1]}
+
+    output = model.generate_images(prompt_rows, guidance_scale=1.0, top_k=1, output_logits=True, step_callback=force)
+    assert torch.equal(output.image_tokens, forced)
+    with torch.no_grad():
+        embeds = torch.cat([model.get_input_embeddings()(prompt_rows), model.get_image_token_embeddings(forced[:, :-1])], 1)
+        hidden = model.model(inputs_embeds=embeds).last_hidden_state[:, prompt_rows.shape[1] - 1 :]
+        expected = model.get_image_logits(hidden).float()
+    torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=0)
+
+
+def test_step_callback_replacing_earlier_columns_changes_only_the_output(model, prompt_rows):
+    full = model.generate_images(prompt_rows, top_k=1, output_logits=True)
+
+    def rewrite_first(step, image_tokens):
+        if step == 5:
+            replaced = image_tokens.clone()
+            replaced[:, 0] = 7
+            return {"image_tokens": replaced}
+        return None
+
+    rewritten = model.generate_images(prompt_rows, top_k=1, output_logits=True, step_callback=rewrite_first)
+    assert rewritten.image_tokens[:, 0].tolist() == [7, 7]
+    assert torch.equal(rewritten.image_tokens[:, 1:], full.image_tokens[:, 1:])
+    assert torch.equal(rewritten.logits, full.logits)  # the KV cache already held the first token
+
+
+@pytest.mark.parametrize(
+    "returned, message",
+    [
+        (["stop"], "must return None or a dict, got list"),
+        ({"tokens": None}, r"unknown keys \['tokens'\]"),
+        ({"image_tokens": torch.zeros(2, 3, dtype=torch.long)}, r"of shape \(2, 1\).*got \(2, 3\)"),
+        ({"image_tokens": torch.zeros(2, 1)}, "integer `image_tokens`, got torch.float32"),
+    ],
+)
+def test_step_callback_returning_something_else_is_refused(model, prompt_rows, returned, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate_images(prompt_rows, top_k=1, step_callback=lambda step, tokens: returned)
+
+
+# Sampling settings that would decode garbage are refused before any work
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"guidance_scale": float("nan")}, "`guidance_scale` must be a finite number"),
+        ({"guidance_scale": float("inf")}, "`guidance_scale` must be a finite number"),
+        ({"temperature": float("nan")}, "`temperature` must be a finite number > 0"),
+        ({"temperature": 0.0}, "`temperature` must be a finite number > 0"),
+        ({"temperature": -1.0, "top_k": 1}, "`temperature` must be a finite number > 0"),
+        ({"top_k": 0}, "`top_k` must be a positive integer"),
+        ({"top_k": 2.5}, "`top_k` must be a positive integer"),
+        ({"top_p": 0.0}, r"`top_p` must be a number in \(0, 1\]"),
+        ({"top_p": 1.5}, r"`top_p` must be a number in \(0, 1\]"),
+        ({"top_p": float("nan")}, r"`top_p` must be a number in \(0, 1\]"),
+        ({"cache_implementation": "paged"}, "`cache_implementation` must be 'dynamic' or 'static'"),
+    ],
+)
+def test_bad_sampling_settings_are_refused_before_any_work(model, prompt_rows, kwargs, message):
+    calls = []
+    handle = model.model.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=message):
+            model.generate_images(prompt_rows, **kwargs)
+    finally:
+        handle.remove()
+    assert calls == []

@@ -1,21 +1,28 @@
 """
 Text(+image)-to-image decoding with classifier-free guidance (SPEC §4), as a mixin of the Janus-Pro model.
 
-Speed comes from the shape of the loop: conditional and unconditional rows run as one batch, the prompt is prefilled
-once, every step is one pass of the decoder layers over one token per row, and the per-step work is a fixed number of
-tensor ops whatever the batch size (random numbers are drawn up front). Keys and values are written in place into
-memory sized for the whole image, so a step neither copies the cache (as concatenation does) nor attends over unfilled
-positions (as a masked static cache does); the layers are called directly with the step's positions and mask, without
-rebuilding them. `prepack_weights=True` (CPU) also runs the step's products on oneDNN with weights reordered once.
+The loop is built on the model's public accessors (`get_image_token_embeddings`, `get_image_logits`, its forward),
+transformers' `DynamicCache`/`StaticCache` and its logits warpers. Conditional and unconditional rows run as one
+batch, the prompt is prefilled once, and every step is one forward over one token per row. Sampling draws one uniform
+per image and step up front, each image from its own generator, so a batch samples exactly as its rows alone.
+
+The opt-in fast path (`fast_decoding=True`, `prepack_weights=True`) lives in `fast_image_decoding.py`; it gives the
+same tokens.
 """
 
-import copy
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, StaticCache
-from transformers.models.llama.modeling_llama import LlamaModel
+from transformers.cache_utils import Cache, DynamicCache, StaticCache
+from transformers.generation import GenerateDecoderOnlyOutput
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from transformers.utils import ModelOutput
 
 from .utils import unconditional_input_ids
@@ -25,7 +32,8 @@ from .utils import unconditional_input_ids
 class JanusProImageGenerationOutput(ModelOutput):
     r"""
     image_tokens (`torch.LongTensor` of shape `(batch_size, num_image_tokens)`):
-        The generated VQ codes, row-major over the token grid; decode them with `decode_image_tokens`.
+        The generated VQ codes, row-major over the token grid; decode them with `decode_image_tokens`. Fewer columns
+        when a `step_callback` stopped the decoding early.
     logits (`torch.FloatTensor` of shape `(batch_size, num_image_tokens, codebook_size)`, *optional*):
         The guided logits of every step (before temperature and filtering), when `output_logits=True`.
     """
@@ -51,17 +59,24 @@ def draw_uniforms(generator, batch_size: int, steps: int, device) -> torch.Tenso
     return torch.rand(batch_size, steps, generator=generator, device=generator_device).to(device)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Top-k then nucleus filtering, as transformers' logits warpers do, on a `[batch, vocab]` tensor."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+def image_logits_warpers(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
+    """
+    transformers' warpers for sampling image tokens, in the order `generate` applies them (temperature, top-k, top-p),
+    leaving out the ones that would change nothing.
+    """
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(float(temperature)))
+    if top_k is not None:
+        warpers.append(TopKLogitsWarper(top_k))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(-1)
-        remove = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p (at least one)
-        logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
-    return logits
+        warpers.append(TopPLogitsWarper(float(top_p)))
+    return warpers
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Top-k then nucleus filtering of `[batch, vocab]` logits, with transformers' warpers."""
+    return image_logits_warpers(top_k=top_k, top_p=top_p)(None, logits)
 
 
 def sample_from_uniforms(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.LongTensor:
@@ -71,202 +86,187 @@ def sample_from_uniforms(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.
     return torch.searchsorted(cdf, uniforms[:, None]).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
 
 
-class JanusProInPlaceCacheLayer(DynamicLayer):
-    """
-    A `DynamicLayer` whose keys and values live in preallocated memory: `update` writes the new positions in place and
-    returns views of the filled part. Attention sees exactly the tensors that `DynamicLayer` builds by concatenation
-    (same values, same results) without a copy of the whole cache at every step.
-
-    Args:
-        capacity (`int`): Positions allocated on the first update.
-        max_capacity (`int`, *optional*): When the memory is full it doubles, up to `max_capacity` (default: `capacity`)
-            or to what the update needs if that is more.
-    """
-
-    def __init__(self, capacity: int, max_capacity: int | None = None):
-        super().__init__()
-        self.capacity = capacity
-        self.max_capacity = max(capacity, max_capacity or capacity)
-        self.key_memory = self.value_memory = None
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        self.key_memory = self._allocate(key_states, self.capacity)
-        self.value_memory = self._allocate(value_states, self.capacity)
-
-    @staticmethod
-    def _allocate(states: torch.Tensor, capacity: int) -> torch.Tensor:
-        return states.new_empty(*states.shape[:-2], capacity, states.shape[-1])
-
-    def _grow(self, needed: int):
-        capacity = max(needed, min(2 * self.key_memory.shape[-2], self.max_capacity))
-        for name in ("key_memory", "value_memory"):
-            memory = getattr(self, name)
-            grown = self._allocate(memory, capacity)
-            grown[..., : self.length, :].copy_(memory[..., : self.length, :])
-            setattr(self, name, grown)
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
-        if end > self.key_memory.shape[-2]:
-            self._grow(end)
-        self.key_memory[..., self.length : end, :].copy_(key_states)
-        self.value_memory[..., self.length : end, :].copy_(value_states)
-        self.length = end
-        self.keys = self.key_memory[..., :end, :]
-        self.values = self.value_memory[..., :end, :]
-        return self.keys, self.values
-
-    def reset(self) -> None:
-        super().reset()
-        self.length = 0
+def check_sampling_arguments(guidance_scale, temperature, top_k, top_p, cache_implementation: str) -> None:
+    """Refuse sampling settings that would decode garbage (NaN logits pick one token forever) before any work."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+        raise ValueError(f"`guidance_scale` must be a finite number (5.0 is DeepSeek's default), got {guidance_scale!r}.")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"`top_k` must be a positive integer (1 is greedy) or None (no top-k), got {top_k!r}.")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(
+            f"`temperature` must be a finite number > 0, got {temperature!r}; for greedy decoding pass `top_k=1`."
+        )
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0
+    ):
+        raise ValueError(f"`top_p` must be a number in (0, 1] or None (no nucleus filtering), got {top_p!r}.")
+    if cache_implementation not in ("dynamic", "static"):
+        raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
 
 
-def image_generation_cache(text_config, prompt_length: int, max_length: int, static: bool) -> Cache:
-    """
-    The KV cache of one `generate_images` call: in-place layers holding the prompt and, for `static`, all `max_length`
-    positions from the start (otherwise the memory doubles as the image grows). Falls back to transformers'
-    `DynamicCache` / `StaticCache` for language models with other than plain full-attention layers.
-    """
-    reference = DynamicCache(config=text_config)
-    if not reference.layers or any(type(layer) is not DynamicLayer for layer in reference.layers):
-        return StaticCache(config=text_config, max_cache_len=max_length) if static else reference
-    capacity = max_length if static else prompt_length
-    return Cache(layers=[JanusProInPlaceCacheLayer(capacity, max_length) for _ in reference.layers])
-
-
-class JanusProPrepackedLinear(nn.Module):
-    """
-    An `nn.Linear` computed by oneDNN (CPU) from a copy of its weight reordered once into oneDNN's blocked layout: far
-    faster than the default kernels at the few-row products of a decoding step on some CPUs. Shares the bias.
-
-    Args:
-        linear (`nn.Linear`): The layer to compute.
-        batch_size (`int`): Rows of the inputs to expect (a hint for the layout).
-    """
-
-    def __init__(self, linear: nn.Linear, batch_size: int):
-        super().__init__()
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_size)
-        self.bias = linear.bias
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(hidden_states, self.packed_weight, self.bias, "none", [], "")
-
-
-def supports_prepacking(model) -> bool:
-    """Whether `JanusProPrepackedLinear` can run `model`'s products: on CPU with oneDNN, in float32 or bfloat16."""
-    if model.device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    return model.dtype == torch.float32 or (
-        model.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-
-
-def prepacked_copy(module: nn.Module, batch_size: int) -> nn.Module:
-    """
-    `module` with its `nn.Linear` layers prepacked: shallow copies of the modules that hold them (sharing their
-    parameters), the other submodules themselves.
-    """
-    if isinstance(module, nn.Linear):
-        return JanusProPrepackedLinear(module, batch_size)
-    if not any(isinstance(child, nn.Linear) for child in module.modules()):
-        return module
-    twin = copy.copy(module)
-    twin._modules = {
-        name: None if child is None else prepacked_copy(child, batch_size) for name, child in module._modules.items()
-    }
-    return twin
-
-
-def prepacked_decoder(model, batch_size: int):
-    """
-    `model` as the decoding steps use it, with the image-token adaptor, the language model and the image head on
-    prepacked weights (`JanusProPrepackedLinear`); a shallow copy sharing every other module and parameter.
-    """
-    janus = copy.copy(model.model)
-    janus._modules = dict(janus._modules)
-    for name in ("gen_aligner", "language_model", "gen_head"):
-        janus._modules[name] = prepacked_copy(janus._modules[name], batch_size)
-    decoder = copy.copy(model)
-    decoder._modules = {**model._modules, "model": janus}
-    return decoder
-
-
-def supports_direct_decoding(language_model, cache: Cache) -> bool:
-    """
-    Whether the decoding steps can call the decoder layers directly: a Llama with SDPA attention (whose boolean step
-    mask we build ourselves) over in-place cache layers (which hold only the filled positions, so no mask is needed
-    without padding).
-    """
-    return (
-        type(language_model) is LlamaModel
-        and language_model.config._attn_implementation == "sdpa"
-        and all(isinstance(layer, JanusProInPlaceCacheLayer) for layer in cache.layers)
-    )
-
-
-def guided_image_logits(model, hidden_states: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Image-head logits of the last hidden states, in float32, combined as `uncond + scale * (cond - uncond)`."""
-    logits = model.model.gen_head(hidden_states).float()
+def guide(logits: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Image-head logits in float32, the rows' halves combined as `uncond + scale * (cond - uncond)`."""
+    logits = logits.float()
     if guidance_scale != 1.0:
         conditional, unconditional = logits.chunk(2)
         logits = unconditional + guidance_scale * (conditional - unconditional)
     return logits
 
 
-def decode_image_step(
-    model,
-    image_tokens: torch.LongTensor,
-    cache: Cache,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.LongTensor,
-    guidance_scale: float,
-    direct: bool,
-) -> torch.Tensor:
+class JanusProImageDecoder:
     """
-    One decoding step: the last image token of every image, as `gen_aligner(gen_embed(token))` (for the conditional
-    and unconditional row alike), through the language model with the KV cache; returns the guided logits of the next
-    token. `direct` runs the decoder layers without the language model's wrapper: `attention_mask` is then SDPA's
-    boolean `[rows, 1, 1, kv_length]` mask (or None), otherwise the 2D padding mask.
+    The decoding steps of one `generate_images` call with transformers' caches: every step is the model's forward over
+    one image-token embedding per row.
+
+    Args:
+        model (`JanusProForConditionalGeneration`): The model to decode with.
+        max_length (`int`): Prompt and image positions.
+        attention_mask (`torch.LongTensor` of shape `(rows, max_length)`, *optional*):
+            The padding mask over prompt and image positions; None when no row is padded.
+        static (`bool`): Use a `StaticCache` of `max_length` positions instead of a `DynamicCache`.
     """
-    janus = model.model
-    embeds = janus.gen_aligner(janus.gen_embed(image_tokens))
-    if guidance_scale != 1.0:
-        embeds = torch.cat([embeds, embeds])
-    hidden_states = embeds[:, None]
-    language_model = janus.language_model
-    if direct:
-        position_embeddings = language_model.rotary_emb(hidden_states, position_ids=position_ids)
-        for decoder_layer in language_model.layers[: language_model.config.num_hidden_layers]:
-            hidden_states = decoder_layer(
-                hidden_states,
-                attention_mask=attention_mask,
-                position_embeddings=position_embeddings,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
+
+    def __init__(self, model, max_length: int, attention_mask: torch.Tensor | None, static: bool):
+        self.model = model
+        text_config = model.config.text_config
+        self.cache = StaticCache(config=text_config, max_cache_len=max_length) if static else DynamicCache(config=text_config)
+        self.attention_mask = attention_mask
+
+    def image_token_embeddings(self, image_tokens: torch.LongTensor) -> torch.Tensor:
+        return self.model.get_image_token_embeddings(image_tokens)
+
+    def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_logits(hidden_states)
+
+    def step(self, inputs_embeds: torch.Tensor, cache: Cache, length: int, position_ids: torch.LongTensor):
+        """The last hidden states `[rows, hidden]` of one token per row, `inputs_embeds` `[rows, 1, hidden]`."""
+        mask = self.attention_mask[:, :length] if self.attention_mask is not None else None
+        return self.model.model(
+            inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True
+        ).last_hidden_state[:, -1]
+
+
+def apply_step_callback(result, tokens: torch.LongTensor, step: int) -> bool:
+    """Apply what a `step_callback` returned to `tokens[:, : step + 1]`; returns whether to stop after this step."""
+    if result is None:
+        return False
+    if not isinstance(result, dict):
+        raise ValueError(f"`step_callback` must return None or a dict, got {type(result).__name__}.")
+    unknown = sorted(set(result) - {"image_tokens", "stop"})
+    if unknown:
+        raise ValueError(f"`step_callback` returned unknown keys {unknown}; it may return 'image_tokens' and 'stop'.")
+    replacement = result.get("image_tokens")
+    if replacement is not None:
+        expected = (tokens.shape[0], step + 1)
+        if not isinstance(replacement, torch.Tensor) or tuple(replacement.shape) != expected:
+            shape = tuple(replacement.shape) if isinstance(replacement, torch.Tensor) else type(replacement).__name__
+            raise ValueError(
+                f"`step_callback` must return `image_tokens` of shape {expected} (the tokens so far), got {shape}."
             )
-        hidden_states = language_model.norm(hidden_states)
-    else:
-        hidden_states = language_model(
-            inputs_embeds=hidden_states,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=True,
-        ).last_hidden_state
-    return guided_image_logits(model, hidden_states[:, -1], guidance_scale)
+        if replacement.dtype.is_floating_point or replacement.dtype.is_complex or replacement.dtype == torch.bool:
+            raise ValueError(f"`step_callback` must return integer `image_tokens`, got {replacement.dtype}.")
+        tokens[:, : step + 1] = replacement.to(tokens.device)
+    return bool(result.get("stop", False))
 
 
 class JanusProImageGenerationMixin:
     """Classifier-free-guided image-token decoding for [`JanusProForConditionalGeneration`]."""
+
+    def generate(self, *args, **kwargs):
+        """
+        transformers' `generate`, plus the built-in Janus's `generation_mode`: `"text"` (the default) answers with
+        text through `GenerationMixin.generate`; `"image"` makes image tokens with `generate_images`, reading
+        `do_sample`, `temperature`, `top_k`, `top_p`, `guidance_scale` and `num_return_sequences` from the generation
+        config or the keyword arguments, so code written for `JanusForConditionalGeneration` runs unchanged. Image
+        mode returns the image tokens `(batch_size * num_return_sequences, num_image_tokens)`, or a
+        `GenerateDecoderOnlyOutput` with `return_dict_in_generate=True`; it also accepts `generate_images`' own
+        arguments (`generator`, `negative_input_ids`, `cache_implementation`, `fast_decoding`, ...).
+        """
+        generation_mode = kwargs.pop("generation_mode", "text")
+        if generation_mode == "text":
+            return super().generate(*args, **kwargs)
+        if generation_mode != "image":
+            raise ValueError(f"`generation_mode` must be 'text' or 'image', got {generation_mode!r}.")
+        return self._generate_image_tokens(*args, **kwargs)
+
+    @torch.no_grad()
+    def _generate_image_tokens(
+        self,
+        inputs: torch.LongTensor | None = None,
+        generation_config=None,
+        logits_processor: LogitsProcessorList | None = None,
+        **kwargs,
+    ):
+        if logits_processor:
+            raise ValueError(
+                "`generation_mode='image'` samples with `temperature`, `top_k` and `top_p` only; custom "
+                "`logits_processor`s are not supported for image tokens."
+            )
+        generation_config, model_kwargs = self._prepare_generation_config(generation_config, **kwargs)
+        input_ids = model_kwargs.pop("input_ids", None) if inputs is None else inputs
+        if input_ids is None or input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError("`generation_mode='image'` needs `input_ids` of shape (batch_size, seq_len), seq_len > 0.")
+        if generation_config.num_beams not in (None, 1):
+            raise ValueError("Image generation samples or decodes greedily; set `num_beams=1`.")
+        attention_mask = model_kwargs.pop("attention_mask", None)
+        model_kwargs.pop("use_cache", None)
+        for name in ("output_attentions", "output_hidden_states", "output_scores"):
+            if model_kwargs.pop(name, None):
+                raise ValueError(f"`{name}=True` is not supported with `generation_mode='image'`.")
+        allowed = {
+            "pixel_values",
+            "negative_input_ids",
+            "negative_attention_mask",
+            "generator",
+            "unconditional_image",
+            "step_callback",
+            "fast_decoding",
+            "prepack_weights",
+        }
+        unused = sorted(name for name, value in model_kwargs.items() if name not in allowed and value is not None)
+        if unused:
+            raise ValueError(
+                f"The following arguments are not used by `generation_mode='image'`: {unused}. It accepts the "
+                f"generation config's sampling settings and {sorted(allowed)}."
+            )
+        num_return_sequences = generation_config.num_return_sequences or 1
+        if num_return_sequences > 1:
+            if model_kwargs.get("pixel_values") is not None:
+                raise ValueError(
+                    "`num_return_sequences > 1` with `pixel_values` is not supported: repeat the prompt rows (and "
+                    "their images) instead."
+                )
+            input_ids = input_ids.repeat_interleave(num_return_sequences, 0)
+            if attention_mask is not None:
+                attention_mask = attention_mask.repeat_interleave(num_return_sequences, 0)
+        if generation_config.do_sample:
+            sampling = {
+                "temperature": generation_config.temperature if generation_config.temperature is not None else 1.0,
+                "top_k": generation_config.top_k or None,
+                "top_p": generation_config.top_p,
+            }
+        else:
+            sampling = {"top_k": 1}
+        guidance_scale = generation_config.guidance_scale if generation_config.guidance_scale is not None else 5.0
+        output_logits = bool(generation_config.return_dict_in_generate and generation_config.output_logits)
+        output = self.generate_images(
+            input_ids,
+            attention_mask=attention_mask,
+            guidance_scale=guidance_scale,
+            output_logits=output_logits,
+            cache_implementation=generation_config.cache_implementation or "dynamic",
+            **sampling,
+            **{name: value for name, value in model_kwargs.items() if value is not None},
+        )
+        if not generation_config.return_dict_in_generate:
+            return output.image_tokens
+        logits = tuple(output.logits.unbind(1)) if output_logits else None
+        return GenerateDecoderOnlyOutput(sequences=output.image_tokens, logits=logits)
 
     @torch.no_grad()
     def generate_images(
@@ -284,7 +284,8 @@ class JanusProImageGenerationMixin:
         unconditional_image: bool = False,
         cache_implementation: str = "dynamic",
         output_logits: bool = False,
-        step_callback=None,
+        step_callback: Callable[[int, torch.LongTensor], dict | None] | None = None,
+        fast_decoding: bool = False,
         prepack_weights: bool = False,
     ) -> JanusProImageGenerationOutput:
         r"""
@@ -301,22 +302,41 @@ class JanusProImageGenerationMixin:
                 Whether the pad-filled unconditional rows keep the prompt's images (guidance then pushes towards the
                 text only); by default they see neither text nor image.
             guidance_scale (`float`, defaults to 5.0):
-                `uncond + scale * (cond - uncond)`; 1.0 runs the conditional rows only (half the work).
-            temperature, top_k, top_p: sampling of the guided logits; `top_k=1` is greedy.
+                `uncond + scale * (cond - uncond)`; 1.0 runs the conditional rows only (half the work). Must be finite.
+            temperature (`float`, defaults to 1.0):
+                Sampling temperature (> 0, finite); no effect with `top_k=1`.
+            top_k (`int`, *optional*): Keep the `top_k` most likely tokens; `top_k=1` is greedy.
+            top_p (`float`, *optional*): Nucleus sampling, in (0, 1].
             generator (`torch.Generator` or a list with one per row, *optional*): reproducible sampling.
             cache_implementation (`str`, defaults to `"dynamic"`):
-                Where keys and values live: `"dynamic"` memory grows (doubling) as the image does, `"static"` memory
-                holds the prompt and the whole image from the start. Both give the same results.
+                transformers' `DynamicCache` (memory grows as the image does) or `StaticCache` (`"static"`: memory for
+                the prompt and the whole image from the start).
+            output_logits (`bool`, defaults to `False`): Also return the guided logits of every step.
+            step_callback (`Callable[[int, torch.LongTensor], dict | None]`, *optional*):
+                Called after every step with the step index and the tokens so far `(batch_size, step + 1)`. It may
+                return a dict with `"image_tokens"` (a tensor of the same shape that replaces the tokens so far: its
+                last column is what the next step reads; earlier columns only change the output, as the KV cache
+                already holds them) and `"stop": True` (end after this step; the output then has `step + 1` columns).
+            fast_decoding (`bool`, defaults to `False`):
+                Decode with `fast_image_decoding.JanusProFastImageDecoder`: keys and values written in place and, for a
+                Llama with SDPA attention, direct decoder-layer calls. Same tokens as the default path; the speed-up
+                depends on the machine (see docs/performance.md).
             prepack_weights (`bool`, defaults to `False`):
-                CPU only: run the products of the decoding steps on oneDNN with weights reordered once per call
-                (`JanusProPrepackedLinear`), much faster at small batches on CPUs where the default float32 kernels are
-                slow, at the cost of a temporary copy of the language model's and image head's weights. bfloat16 results
-                are the default ones; float32 ones round differently (a greedy or sampled token can then differ where
-                two candidates are almost tied).
-            step_callback (`Callable[[int, torch.LongTensor], None]`, *optional*):
-                Called after every step with the step index and the tokens so far `(batch_size, step + 1)`.
+                Implies `fast_decoding`. CPU only: run the products of the decoding steps on oneDNN with weights
+                reordered once per call (`JanusProPrepackedLinear`), at the cost of a temporary copy of the language
+                model's and image head's weights. It wins on some CPU families and loses on others (measured: 2-2.6x
+                faster in float32 on an AMD EPYC, 0.78x on an Intel Xeon with AMX), so measure before turning it on.
+                bfloat16 results are the default ones; float32 ones round differently (a greedy or sampled token can
+                then differ where two candidates are almost tied). Refused, with the reason, for models on other
+                devices, bfloat16 on CPUs without bfloat16 instructions, and PEFT adapter layers.
         """
         config = self.config
+        check_sampling_arguments(guidance_scale, temperature, top_k, top_p, cache_implementation)
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(
+                f"`input_ids` must be (batch_size, seq_len) with seq_len > 0, got {list(input_ids.shape)}. Build "
+                "prompts with `JanusProProcessor.prepare_image_generation_inputs`."
+            )
         batch_size, device = input_ids.shape[0], input_ids.device
         num_tokens = config.num_image_tokens
         if attention_mask is None:
@@ -343,40 +363,41 @@ class JanusProImageGenerationMixin:
             )
             rows, mask = torch.cat([rows, negative_rows]), torch.cat([mask, negative_mask])
         prompt_length = rows.shape[1]
-        self.model._check_context_length(prompt_length + num_tokens, None)
-
-        # 2. Cache, positions and the mask of every step, allocated once
-        if cache_implementation not in ("dynamic", "static"):
-            raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
-        if prepack_weights and not supports_prepacking(self):
-            raise ValueError(
-                "`prepack_weights=True` runs the decoding steps on oneDNN's CPU kernels: it needs a float32 or "
-                f"bfloat16 (where the CPU supports it) model on CPU, got a {self.dtype} model on {self.device}."
-            )
         max_length = prompt_length + num_tokens
-        cache = image_generation_cache(config.text_config, prompt_length, max_length, cache_implementation == "static")
-        direct = supports_direct_decoding(self.model.language_model, cache)
+        self.model._check_context_length(max_length, None)
+
+        # 2. Cache, positions and the padding mask of every step, allocated once
         padded = not bool(mask.all())
         full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], num_tokens)], 1) if padded else None
+        static = cache_implementation == "static"
+        if fast_decoding or prepack_weights:
+            from .fast_image_decoding import JanusProFastImageDecoder
+
+            decoder = JanusProFastImageDecoder(
+                self, rows.shape[0], prompt_length, max_length, full_mask, static, prepack_weights
+            )
+            if decoder.cache is None:  # layers the in-place cache cannot hold: transformers' caches
+                decoder.cache = JanusProImageDecoder(self, max_length, full_mask, static).cache
+        else:
+            decoder = JanusProImageDecoder(self, max_length, full_mask, static)
+        cache = decoder.cache
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         position_ids = positions[:, -1:] + 1  # advanced in place after every step
-        # SDPA's boolean padding mask for direct layer calls, sliced to the filled length at every step
-        step_mask = full_mask.bool()[:, None, None, :] if direct and padded else None
-        uniforms = None
+        uniforms, warpers = None, None
         if top_k != 1:
             uniforms = draw_uniforms(generator, batch_size, num_tokens, device).T.contiguous()  # [step, row]
-        decoder = prepacked_decoder(self, mask.shape[0]) if prepack_weights else self
+            warpers = image_logits_warpers(temperature, top_k, top_p)
 
         # 3. Prefill the prompts once
-        outputs = self.model(
+        hidden_states = self.model(
             input_ids=rows,
             pixel_values=pixel_values,
             attention_mask=full_mask[:, :prompt_length] if padded else None,
             position_ids=positions,
             cache=cache,
             use_cache=True,
-        )
-        logits = guided_image_logits(decoder, outputs.last_hidden_state[:, -1], guidance_scale)
+        ).last_hidden_state[:, -1]
+        logits = guide(decoder.image_logits(hidden_states), guidance_scale)
 
         # 4. One token per step for every row
         tokens = input_ids.new_empty(batch_size, num_tokens)
@@ -387,21 +408,20 @@ class JanusProImageGenerationMixin:
             if top_k == 1:
                 next_tokens = logits.argmax(-1)
             else:
-                filtered = filter_logits(logits / temperature, top_k, top_p)
-                next_tokens = sample_from_uniforms(filtered, uniforms[step])
+                next_tokens = sample_from_uniforms(warpers(None, logits), uniforms[step])
             tokens[:, step] = next_tokens
             if step_callback is not None:
-                step_callback(step, tokens[:, : step + 1])
+                if apply_step_callback(step_callback(step, tokens[:, : step + 1]), tokens, step):
+                    tokens = tokens[:, : step + 1]
+                    break
+                next_tokens = tokens[:, step]
             if step == num_tokens - 1:
                 break
-            length = prompt_length + step + 1
-            if not padded:
-                attention_mask = None
-            else:
-                attention_mask = step_mask[..., :length] if direct else full_mask[:, :length]
-            logits = decode_image_step(
-                decoder, next_tokens, cache, attention_mask, position_ids, guidance_scale, direct
-            )
+            embeds = decoder.image_token_embeddings(next_tokens)
+            if do_guidance:
+                embeds = torch.cat([embeds, embeds])
+            hidden_states = decoder.step(embeds[:, None], cache, prompt_length + step + 1, position_ids)
+            logits = guide(decoder.image_logits(hidden_states), guidance_scale)
             position_ids += 1
 
         logits = torch.stack(step_logits, 1) if output_logits else None
