@@ -128,8 +128,13 @@ def test_image_conditioning_changes_tokens_and_batches_match_single_runs(pipe, p
 def test_save_and_load_round_trip(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == ["pipeline_janus_pro", "JanusProImagePipeline"]
+    # diffusers' names for an out-of-tree pipeline class (`<module in this folder>.py`) and custom components
+    # (`<component folder>/<module>.py`); test_remote_code.py loads the folder without the package.
+    assert index["_class_name"] == ["pipeline", "JanusProImagePipeline"]
+    assert index["model"] == ["modeling_janus_pro", "JanusProForConditionalGeneration"]
+    assert index["processor"] == ["processing_janus_pro", "JanusProProcessor"]
     assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "pipeline_janus_pro.py").exists()
+    assert (tmp_path / "pipeline.py").exists() and (tmp_path / "model" / "modeling_janus_pro.py").exists()
     reloaded = JanusProImagePipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
     assert reloaded.model.dtype == torch.bfloat16
     reloaded = JanusProImagePipeline.from_pretrained(tmp_path)
@@ -143,6 +148,136 @@ def test_save_and_load_round_trip(pipe, tmp_path):
         DiffusionPipeline.from_pretrained(tmp_path)
 
 
+def test_callback_timestep_counts_the_image_tokens_left(pipe):
+    seen = []
+    pipe(PROMPT, callback_on_step_end=lambda p, step, timestep, kwargs: seen.append((step, timestep)), output_type="latent")
+    assert seen == [(step, 15 - step) for step in range(16)]
+
+
+def test_callback_can_replace_the_image_tokens(pipe):
+    natural = pipe(PROMPT, num_images_per_prompt=2, top_k=1, output_type="latent").images
+
+    def force_first(value):
+        def callback(pipeline, step, timestep, callback_kwargs):
+            tokens = callback_kwargs["image_tokens"]
+            if step == 0:
+                tokens = tokens.clone()
+                tokens[:, 0] = value
+                return {"image_tokens": tokens}
+            return {}
+
+        return callback
+
+    same = pipe(PROMPT, num_images_per_prompt=2, top_k=1, callback_on_step_end=force_first(natural[:, 0]), output_type="latent")
+    assert torch.equal(same.images, natural)
+    other = (natural[:, 0] + 1) % pipe.model.config.vq_config.num_vq_embeddings
+    embedded = []  # the image tokens each decoding step embeds, i.e. reads
+    handle = pipe.model.model.gen_embed.register_forward_pre_hook(lambda module, args: embedded.append(args[0].clone()))
+    try:
+        forced = pipe(PROMPT, num_images_per_prompt=2, top_k=1, callback_on_step_end=force_first(other), output_type="latent")
+    finally:
+        handle.remove()
+    assert torch.equal(forced.images[:, 0], other)
+    # The step after the replacement reads the replaced tokens, not the drawn ones.
+    assert set(embedded[0].flatten().tolist()) == set(other.tolist())
+
+    constant = pipe(
+        PROMPT,
+        top_k=1,
+        callback_on_step_end=lambda p, step, t, kwargs: {"image_tokens": torch.full_like(kwargs["image_tokens"], 7)},
+        output_type="latent",
+    ).images
+    assert constant.tolist() == [[7] * 16]
+
+
+def test_callback_returning_unusable_tokens_is_refused(pipe):
+    with pytest.raises(ValueError, match=r"`callback_on_step_end` returned `image_tokens`.*shape \(1, 1\)"):
+        pipe(
+            PROMPT,
+            callback_on_step_end=lambda p, step, t, kwargs: {"image_tokens": kwargs["image_tokens"][:, :0]},
+            output_type="latent",
+        )
+
+
+def test_interrupt_returns_the_tokens_so_far_and_refuses_pixels(pipe):
+    def stop_after_five(pipeline, step, timestep, callback_kwargs):
+        if step == 4:
+            pipeline._interrupt = True
+        return {}
+
+    full = pipe(PROMPT, num_images_per_prompt=2, generator=seeded(1, 2), output_type="latent").images
+    early = pipe(
+        PROMPT, num_images_per_prompt=2, generator=seeded(1, 2), callback_on_step_end=stop_after_five, output_type="latent"
+    ).images
+    assert early.shape == (2, 5) and torch.equal(early, full[:, :5])
+    with pytest.raises(ValueError, match=r"interrupted after 5 of 16 image tokens.*output_type=\"latent\""):
+        pipe(PROMPT, callback_on_step_end=stop_after_five)
+    # The flag is reset by the next call.
+    assert pipe(PROMPT, output_type="latent").images.shape == (1, 16)
+
+
+def test_np_and_pt_mean_floats_in_the_unit_range_in_pipeline_and_processor(pipe):
+    tokens = pipe(PROMPT, generator=seeded(0), output_type="latent").images
+    decoded = pipe.model.decode_image_tokens(tokens)
+    array = pipe(PROMPT, generator=seeded(0), output_type="np").images
+    from_processor = pipe.processor.postprocess(decoded, output_type="np")
+    assert from_processor.dtype == array.dtype == np.float32
+    np.testing.assert_array_equal(from_processor, array)
+    assert 0 <= array.min() and array.max() <= 1 and len(np.unique(array)) > 256  # not uint8 steps
+    tensor = pipe.processor.postprocess(decoded, output_type="pt")
+    assert tensor.dtype == torch.float32 and torch.equal(tensor, pipe(PROMPT, generator=seeded(0), output_type="pt").images)
+
+
+def test_too_long_prompt_is_refused_before_any_decoding(pipe):
+    calls = []
+    handle = pipe.model.model.language_model.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=r"model's context of 1024 tokens[\s\S]*Shorten the prompt"):
+            pipe(PROMPT + " and more" * 400, output_type="latent")
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def _fresh_pipeline(checkpoint_dir, processor):
+    from transformers_janus import JanusProForConditionalGeneration
+
+    return JanusProImagePipeline(model=JanusProForConditionalGeneration.from_pretrained(checkpoint_dir).eval(), processor=processor)
+
+
+def test_save_refuses_a_peft_wrapped_model_and_says_how(pipe, checkpoint_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    pipeline = _fresh_pipeline(checkpoint_dir, pipe.processor)
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.model = get_peft_model(pipeline.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with pytest.raises(ValueError, match=r"PEFT `PeftModel`.*merge_and_unload\(\)"):
+        pipeline.save_pretrained(tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()
+
+    # What the message says works: the merged weights save and load back.
+    expected = pipeline(PROMPT, generator=seeded(3), output_type="latent").images
+    pipeline.model = pipeline.model.merge_and_unload()
+    pipeline.save_pretrained(tmp_path / "merged")
+    reloaded = JanusProImagePipeline.from_pretrained(tmp_path / "merged")
+    reloaded.set_progress_bar_config(disable=True)
+    assert torch.equal(reloaded(PROMPT, generator=seeded(3), output_type="latent").images, expected)
+
+
+
+def test_save_refuses_a_model_with_integrated_peft_adapters(pipe, checkpoint_dir, tmp_path):
+    from peft import LoraConfig
+
+    integrated = _fresh_pipeline(checkpoint_dir, pipe.processor)
+    try:  # transformers' PEFT integration needs a newer peft than some environments have
+        integrated.model.add_adapter(LoraConfig(r=4, target_modules=["q_proj"]))
+    except ValueError as error:
+        pytest.skip(str(error))
+    with pytest.raises(ValueError, match=r"carries PEFT adapters.*merge_and_unload"):
+        integrated.save_pretrained(tmp_path / "integrated")
+    assert not (tmp_path / "integrated").exists()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -153,7 +288,6 @@ def test_save_and_load_round_trip(pipe, tmp_path):
         ({"prompt": PROMPT, "temperature": 0.0}, "`temperature` must be > 0"),
         ({"prompt": PROMPT, "output_type": "jpeg"}, "`output_type` must be one of"),
         ({"prompt": [PROMPT, PROMPT], "negative_prompt": ["a", "b", "c"]}, "`negative_prompt` has 3 entries for 2"),
-        ({"prompt": PROMPT + " and more" * 400}, "over the model's context of 1024 tokens"),
     ],
 )
 def test_bad_input_is_refused_clearly(pipe, kwargs, message):

@@ -121,11 +121,14 @@ def test_generation_preprocessing_resizes_short_side_then_crops(processor):
 
 def test_postprocess_matches_golden_uint8(processor, golden):
     decoded, expected = golden["gen.decoded"], golden["gen.decoded_uint8"]
-    assert torch.equal(processor.postprocess(decoded, output_type="pt"), expected)
-    np.testing.assert_array_equal(processor.postprocess(decoded.numpy(), output_type="np"), expected.numpy())
     images = processor.postprocess(decoded)
     assert len(images) == 2 and images[0].size == (64, 64) and images[0].mode == "RGB"
-    np.testing.assert_array_equal(np.asarray(images[1]), expected[1].numpy())
+    # PIL images hold DeepSeek's exact uint8 pixels; "np"/"pt" are floats in [0, 1], as in diffusers.
+    np.testing.assert_array_equal(np.stack([np.asarray(image) for image in images]), expected.numpy())
+    floats = processor.postprocess(decoded.numpy(), output_type="np")
+    assert floats.dtype == np.float32 and floats.shape == tuple(expected.shape)
+    np.testing.assert_array_equal((floats * 255).astype(np.uint8), expected.numpy())
+    assert torch.equal(processor.postprocess(decoded, output_type="pt"), torch.from_numpy(floats).permute(0, 3, 1, 2))
     assert processor.post_process_multimodal_output(decoded, generation_mode="image")[0].size == (64, 64)
     with pytest.raises(ValueError, match="output_type"):
         processor.postprocess(decoded, output_type="latent")

@@ -192,7 +192,11 @@ def test_saved_directory_holds_auto_map_and_code(saved_dir):
 
 
 def test_copied_code_needs_only_the_package_dependencies(saved_dir):
-    code_files = {path.name: path for path in saved_dir.glob("*.py")}
+    _check_imports_only_dependencies(saved_dir)
+
+
+def _check_imports_only_dependencies(directory: Path):
+    code_files = {path.name: path for path in directory.glob("*.py")}
     for name, path in code_files.items():
         for node in ast.walk(ast.parse(path.read_text(), filename=name)):
             if isinstance(node, ast.Import):
@@ -266,3 +270,102 @@ def test_saved_model_card_says_how_to_load_without_the_package(model, tmp_path):
     (tmp_path / "README.md").write_text("my own card")
     model.save_pretrained(tmp_path)
     assert (tmp_path / "README.md").read_text() == "my own card"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A saved JanusProImagePipeline, loaded by diffusers' generic loader where the package cannot be imported
+
+PIPELINE_PROMPT = "a red square on the left of a blue circle"
+
+REMOTE_PIPELINE_SCRIPT = REMOTE_SCRIPT[: REMOTE_SCRIPT.index("import torch\n")] + r"""
+import torch
+from diffusers import DiffusionPipeline
+
+directory, prompt, resave_directory = sys.argv[1:4]
+pipe = DiffusionPipeline.from_pretrained(directory, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+
+
+def tokens(pipeline):
+    return pipeline(prompt, generator=torch.Generator().manual_seed(3), output_type="latent").images.tolist()
+
+
+first = tokens(pipe)
+pixels = pipe(prompt, generator=torch.Generator().manual_seed(3), output_type="np").images
+pipe.save_pretrained(resave_directory)
+again = DiffusionPipeline.from_pretrained(resave_directory, trust_remote_code=True)
+again.set_progress_bar_config(disable=True)
+result = {
+    "package_importable": package_importable,
+    "janus_modules": sorted(name for name in sys.modules if name.split(".")[0] == "transformers_janus"),
+    "classes": {
+        key: [type(value).__module__, type(value).__name__]
+        for key, value in {"pipeline": pipe, "model": pipe.model, "processor": pipe.processor}.items()
+    },
+    "tokens": first,
+    "pixels_shape": list(pixels.shape),
+    "pixels_dtype": str(pixels.dtype),
+    "resaved_tokens": tokens(again),
+}
+print("RESULT " + json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline_dir(checkpoint_dir, tmp_path_factory) -> Path:
+    from transformers_janus import JanusProImagePipeline
+
+    directory = tmp_path_factory.mktemp("remote-pipeline") / "janus-pro-tiny-pipeline"
+    JanusProImagePipeline.from_pretrained(checkpoint_dir).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def remote_pipeline_result(saved_pipeline_dir, tmp_path_factory) -> dict:
+    work_dir = tmp_path_factory.mktemp("remote-pipeline-run")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work_dir / "modules"), TOKENIZERS_PARALLELISM="false")
+    completed = subprocess.run(
+        [sys.executable, "-c", REMOTE_PIPELINE_SCRIPT, str(saved_pipeline_dir), PIPELINE_PROMPT, str(work_dir / "resaved")],
+        cwd=work_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        pytest.fail(f"The remote-code pipeline run failed (exit {completed.returncode}):\n{completed.stderr[-6000:]}")
+    return {**json.loads(lines[-1][len("RESULT ") :]), "stderr": completed.stderr}
+
+
+def test_saved_pipeline_code_needs_only_the_package_dependencies(saved_pipeline_dir):
+    # The loader module, the pipeline's module and what they import sit at the top; each component carries its own.
+    assert {"pipeline.py", "pipeline_janus_pro.py", "packaging.py", "modeling_janus_pro.py"} <= {
+        path.name for path in saved_pipeline_dir.glob("*.py")
+    }
+    for directory in (saved_pipeline_dir, saved_pipeline_dir / "model", saved_pipeline_dir / "processor"):
+        _check_imports_only_dependencies(directory)
+
+
+def test_saved_pipeline_loads_without_the_package(remote_pipeline_result, saved_pipeline_dir, checkpoint_dir):
+    from transformers_janus import JanusProImagePipeline
+
+    assert remote_pipeline_result["package_importable"] is False
+    assert remote_pipeline_result["janus_modules"] == []
+    classes = remote_pipeline_result["classes"]
+    assert classes == {
+        "pipeline": [classes["pipeline"][0], "JanusProImagePipeline"],
+        "model": [classes["model"][0], "JanusProForConditionalGeneration"],
+        "processor": [classes["processor"][0], "JanusProProcessor"],
+    }
+    assert all(module.startswith("diffusers_modules.") for module, _ in classes.values()), classes
+    assert "Expected types" not in remote_pipeline_result["stderr"]  # diffusers' component type check holds
+
+    pipe = JanusProImagePipeline.from_pretrained(checkpoint_dir)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(PIPELINE_PROMPT, generator=torch.Generator().manual_seed(3), output_type="latent").images
+    assert remote_pipeline_result["tokens"] == expected.tolist()
+    assert remote_pipeline_result["pixels_shape"] == [1, 64, 64, 3] and remote_pipeline_result["pixels_dtype"] == "float32"
+    # Saved again by the remote code, the folder is again loadable without the package.
+    assert remote_pipeline_result["resaved_tokens"] == expected.tolist()

@@ -295,15 +295,17 @@ class JanusProImageProcessor(PilBackend):
         output_type: str = "pil",
     ) -> "list[PIL.Image.Image] | np.ndarray | torch.Tensor":
         r"""
-        Turn decoded VQ images (channels first, values in about [-1, 1]) into pixels exactly as DeepSeek does:
-        `clip((x + 1) / 2 * 255, 0, 255)` then truncation to uint8.
+        Turn decoded VQ images (channels first, values in about [-1, 1]) into pixels. `output_type` means what it means
+        in diffusers' `VaeImageProcessor.postprocess`: `"np"` and `"pt"` are floats in [0, 1], `(x + 1) / 2` clipped;
+        `"pil"` images hold DeepSeek's exact uint8 pixels, `clip((x + 1) / 2 * 255, 0, 255)` truncated (use
+        `np.asarray(image)` for them as an array).
 
         Args:
             images (`torch.Tensor`, `np.ndarray` or a list of them):
                 `(batch, 3, height, width)` or `(3, height, width)`.
             output_type (`str`, *optional*, defaults to `"pil"`):
-                `"pil"` for a list of PIL images, `"np"` for a uint8 array `(batch, height, width, 3)`, `"pt"` for the
-                same as a uint8 tensor.
+                `"pil"` for a list of PIL images, `"np"` for a float32 array `(batch, height, width, 3)` in [0, 1],
+                `"pt"` for a float32 tensor `(batch, 3, height, width)` in [0, 1].
         """
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
@@ -320,11 +322,11 @@ class JanusProImageProcessor(PilBackend):
                 f"Expected decoded images of shape (batch, 3, height, width), got {images.shape}; pass the VQ "
                 "decoder output before any permutation."
             )
-        pixels = np.clip((images.transpose(0, 2, 3, 1) + 1) / 2 * 255, 0, 255).astype(np.uint8)
         if output_type == "np":
-            return pixels
+            return np.ascontiguousarray(np.clip((images.transpose(0, 2, 3, 1) + 1) / 2, 0, 1))
         if output_type == "pt":
-            return torch.from_numpy(pixels)
+            return torch.from_numpy(np.clip((images + 1) / 2, 0, 1))
+        pixels = np.clip((images.transpose(0, 2, 3, 1) + 1) / 2 * 255, 0, 255).astype(np.uint8)
         return [PIL.Image.fromarray(pixel.squeeze(-1) if pixel.shape[-1] == 1 else pixel) for pixel in pixels]
 
 

@@ -1,6 +1,5 @@
 """PyTorch Janus-Pro model: SigLIP + Llama + diffusers' VQModel, joined by Janus-Pro's adaptors and image head."""
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -25,51 +24,11 @@ from .configuration_janus_pro import JanusProConfig
 from .image_generation import JanusProImageGenerationMixin
 from .deepseek_format import UNUSED_KEYS as DEEPSEEK_UNUSED_KEYS
 from .deepseek_format import check_loaded_weights, check_mismatched_weights, read_weight_files, use_mapped_generation_config
+from .packaging import prepare_model_directory
 from .utils import hub_kwargs_from
 
 
 logger = logging.get_logger(__name__)
-
-# Written next to the weights by `save_pretrained` (unless a README.md is there): how to load the directory.
-MODEL_CARD = """---
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags:
-- janus-pro
-- custom_code
----
-
-# Janus-Pro
-
-A Janus-Pro model (DeepSeek's unified multimodal understanding and generation model) saved by the
-`transformers-janus` package (`model_type: janus_pro`).
-
-## Loading
-
-With the package (`pip install transformers-janus`):
-
-```python
-import transformers_janus
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-model = AutoModelForImageTextToText.from_pretrained(path)
-processor = AutoProcessor.from_pretrained(path)
-```
-
-Without it, the model's code in this directory is used (`auto_map` in `config.json` / `processor_config.json`):
-
-```python
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True)  # AutoModel works too
-processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
-```
-
-The code needs only `transformers`, `diffusers` and `torch` (plus `safetensors`, `pillow` and `numpy`, which they
-bring). `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText`, `AutoProcessor`, `AutoImageProcessor` and
-`AutoTokenizer` all resolve, and the answers are the same as with the package installed.
-"""
-
 
 @dataclass
 class JanusProModelOutputWithPast(MultimodalBaseModelOutputWithPast):
@@ -464,22 +423,10 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """
-        `PreTrainedModel.save_pretrained`, which also copies this model's code (this module and the modules it
-        imports) into `save_directory` and names it in `config.json`'s `auto_map` for both `AutoModel` and
-        `AutoModelForImageTextToText` (`register_for_auto_class` records one Auto class only). Together with the
-        processor's `save_pretrained`, the directory then loads with `trust_remote_code=True` where this package is
-        not installed; the copied code needs only transformers, diffusers and torch.
+        `PreTrainedModel.save_pretrained`, plus the model card and `auto_map` that make the directory load with
+        `trust_remote_code=True` where this package is not installed (see `packaging.prepare_model_directory`).
         """
-        if self.is_remote_code():
-            class_reference = f"{self.__class__.__module__.rsplit('.', 1)[-1]}.{self.__class__.__name__}"
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.update(dict.fromkeys(("AutoModel", "AutoModelForImageTextToText"), class_reference))
-            self.config.auto_map = auto_map
-        os.makedirs(save_directory, exist_ok=True)
-        model_card_path = os.path.join(save_directory, "README.md")
-        if not os.path.exists(model_card_path):
-            with open(model_card_path, "w", encoding="utf-8") as handle:
-                handle.write(MODEL_CARD)
+        prepare_model_directory(self, save_directory)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @can_return_tuple

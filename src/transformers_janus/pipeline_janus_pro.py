@@ -1,6 +1,10 @@
-"""Text(+image)-to-image generation with Janus-Pro as a diffusers `DiffusionPipeline`."""
+"""
+Text(+image)-to-image generation with Janus-Pro as a diffusers `DiffusionPipeline`.
 
-import json
+`save_pretrained` copies this module (and the modules it imports) into the saved directory, where diffusers loads it
+as remote code without this package: it imports the package's modules by relative imports only.
+"""
+
 import os
 from collections.abc import Callable
 
@@ -10,9 +14,9 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging, replace_example_docstring
+from transformers import PreTrainedModel, ProcessorMixin
 
-from .modeling_janus_pro import JanusProForConditionalGeneration
-from .processing_janus_pro import JanusProProcessor
+from .packaging import check_pipeline_can_be_saved, package_pipeline_directory
 
 
 logger = logging.get_logger(__name__)
@@ -36,20 +40,6 @@ EXAMPLE_DOC_STRING = """
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
-# Saved with every pipeline, and named in its model_index.json, so that diffusers' generic
-# `DiffusionPipeline.from_pretrained(directory, trust_remote_code=True)` finds this out-of-tree class.
-CUSTOM_PIPELINE_MODULE = "pipeline_janus_pro"
-CUSTOM_PIPELINE_SOURCE = '''"""Lets `DiffusionPipeline.from_pretrained(<this directory>, trust_remote_code=True)` load JanusProImagePipeline.
-
-It needs the package: `pip install transformers-janus`.
-"""
-
-from transformers_janus.pipeline_janus_pro import JanusProImagePipeline
-
-
-__all__ = ["JanusProImagePipeline"]
-'''
-
 
 class JanusProImagePipeline(DiffusionPipeline):
     r"""
@@ -69,9 +59,12 @@ class JanusProImagePipeline(DiffusionPipeline):
     model_cpu_offload_seq = "model"
     _callback_tensor_inputs = ["image_tokens"]
 
-    def __init__(self, model: JanusProForConditionalGeneration, processor: JanusProProcessor):
+    # Annotated with the base classes: a saved pipeline loaded as remote code reloads a component's module, so its class
+    # is a second class object of the same name and diffusers' type check of the components would warn.
+    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin):
         super().__init__()
         self.register_modules(model=model, processor=processor)
+        self._interrupt = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "JanusProImagePipeline":
@@ -81,6 +74,8 @@ class JanusProImagePipeline(DiffusionPipeline):
         """
         from transformers.utils import cached_file
 
+        from .modeling_janus_pro import JanusProForConditionalGeneration
+        from .processing_janus_pro import JanusProProcessor
         from .utils import hub_kwargs_from
 
         hub_kwargs = hub_kwargs_from(kwargs)
@@ -101,18 +96,21 @@ class JanusProImagePipeline(DiffusionPipeline):
         )
         return cls(model=model.eval(), processor=processor)
 
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+        """
+        `DiffusionPipeline.save_pretrained`: `model/` and `processor/` with their code, and a `model_index.json` and
+        loader module with which `DiffusionPipeline.from_pretrained(directory, trust_remote_code=True)` loads the
+        directory where this package is not installed (see `packaging.package_pipeline_directory`). A PEFT-wrapped
+        model is refused before anything is written, with how to merge or save its adapter.
+        """
+        check_pipeline_can_be_saved(self)
+        return super().save_pretrained(save_directory, **kwargs)
+
     def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
-        """Write `model_index.json` naming this class as diffusers names external pipelines, plus its loader file."""
+        """Write `model_index.json`, then make the directory loadable without this package (`save_pretrained` calls it
+        once the components are written)."""
         super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
-        index_path = os.path.join(save_directory, self.config_name)
-        with open(index_path, encoding="utf-8") as handle:
-            model_index = json.load(handle)
-        model_index["_class_name"] = [CUSTOM_PIPELINE_MODULE, self.__class__.__name__]
-        with open(index_path, "w", encoding="utf-8") as handle:
-            json.dump(model_index, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        with open(os.path.join(save_directory, f"{CUSTOM_PIPELINE_MODULE}.py"), "w", encoding="utf-8") as handle:
-            handle.write(CUSTOM_PIPELINE_SOURCE)
+        package_pipeline_directory(self, save_directory)
 
     def encode_prompt(
         self,
@@ -197,26 +195,24 @@ class JanusProImagePipeline(DiffusionPipeline):
                 f"{self._callback_tensor_inputs}."
             )
 
-    def check_context_length(self, encoded: dict[str, torch.Tensor]):
-        context = self.model.config.text_config.max_position_embeddings
-        needed = self.model.config.num_image_tokens
-        for name in ("input_ids", "negative_input_ids"):
-            if name in encoded and encoded[name].shape[1] + needed > context:
-                lengths = encoded[name.replace("input_ids", "attention_mask")].sum(-1).tolist()
-                raise ValueError(
-                    f"The {'negative ' if name.startswith('negative') else ''}prompts take up to {max(lengths)} tokens, "
-                    f"and an image {needed} more: over the model's context of {context} tokens. Shorten the prompts "
-                    f"to at most {context - needed} tokens."
-                )
-
     def postprocess(self, decoded: torch.Tensor, output_type: str):
-        """Pixels as diffusers returns them: PIL images, or floats in [0, 1] (`np`: NHWC, `pt`: NCHW)."""
-        if output_type == "pil":
-            return self.processor.postprocess(decoded, output_type="pil")  # DeepSeek's exact uint8 rounding
-        images = ((decoded.float() + 1) / 2).clamp(0, 1)
-        if output_type == "np":
-            return images.permute(0, 2, 3, 1).cpu().numpy()
-        return images.cpu()
+        """Pixels as diffusers returns them; see [`JanusProImageProcessor.postprocess`]."""
+        return self.processor.postprocess(decoded, output_type=output_type)
+
+    def check_callback_image_tokens(self, returned, image_tokens: torch.LongTensor) -> torch.LongTensor:
+        """Validate the `image_tokens` a `callback_on_step_end` returned: the same shape as the tokens it was given."""
+        if not torch.is_tensor(returned) or returned.dtype != torch.long or returned.shape != image_tokens.shape:
+            got = f"a {returned.dtype} tensor of shape {tuple(returned.shape)}" if torch.is_tensor(returned) else repr(returned)
+            raise ValueError(
+                "`callback_on_step_end` returned `image_tokens` that cannot replace the tokens so far: expected a "
+                f"torch.long tensor of shape {tuple(image_tokens.shape)}, got {got}."
+            )
+        return returned.to(image_tokens.device)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` from `callback_on_step_end` to stop the call after the current image token."""
+        return self._interrupt
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -280,8 +276,16 @@ class JanusProImagePipeline(DiffusionPipeline):
             return_dict (`bool`, *optional*, defaults to `True`):
                 Whether to return an [`ImagePipelineOutput`] instead of a plain tuple.
             callback_on_step_end (`Callable`, `PipelineCallback`, `MultiPipelineCallbacks`, *optional*):
-                Called after each image token as `callback_on_step_end(self, step, step, callback_kwargs)`, with the
-                tensors named in `callback_on_step_end_tensor_inputs` in `callback_kwargs`.
+                Called after each image token as `callback_on_step_end(self, step, timestep, callback_kwargs)`, with the
+                tensors named in `callback_on_step_end_tensor_inputs` in `callback_kwargs`. Decoding is autoregressive,
+                with no scheduler: `step` is the index of the image token just drawn (0 to `num_image_tokens - 1`) and
+                `timestep` the number of image tokens still to draw after it (`num_image_tokens - 1 - step`, so it
+                counts down to 0 at the last step as diffusers' timesteps do). The callback returns a dict (or
+                `None`): an `image_tokens` entry, a `LongTensor` of the same shape, replaces the tokens drawn so far
+                (its last column is what the next step reads). Setting `pipe._interrupt = True` ends the call after
+                this step: with `output_type="latent"` it returns the `(num_images, step + 1)` tokens drawn so far;
+                the pixel outputs need every token and raise a `ValueError` saying so. The flag belongs to the
+                pipeline object, so threads sharing one pipeline share it.
             callback_on_step_end_tensor_inputs (`list`, *optional*, defaults to `["image_tokens"]`):
                 Tensors passed to the callback: `image_tokens` is `(num_images, step + 1)`.
 
@@ -314,22 +318,30 @@ class JanusProImagePipeline(DiffusionPipeline):
             image = [image] * len(prompt)
         device = self._execution_device
 
-        # 2. Encode the prompts, one row per image
+        # 2. Encode the prompts, one row per image (`generate_images` checks that prompt and image fit the context)
         encoded = self.encode_prompt(prompt, negative_prompt, image, num_images_per_prompt, device)
-        self.check_context_length(encoded)
         num_images = encoded["input_ids"].shape[0]
         if isinstance(generator, torch.Generator) and num_images == 1:
             generator = [generator]
 
         # 3. Decode the image tokens under classifier-free guidance
-        with self.progress_bar(total=self.model.config.num_image_tokens) as progress_bar:
+        self._interrupt = False
+        num_image_tokens = self.model.config.num_image_tokens
+        with self.progress_bar(total=num_image_tokens) as progress_bar:
 
-            def on_step(step: int, image_tokens: torch.LongTensor):
-                if callback_on_step_end is not None:
-                    local_values = {"image_tokens": image_tokens}
-                    callback_kwargs = {name: local_values[name] for name in callback_on_step_end_tensor_inputs}
-                    callback_on_step_end(self, step, step, callback_kwargs)
+            def on_step(step: int, image_tokens: torch.LongTensor) -> dict | None:
                 progress_bar.update()
+                if callback_on_step_end is None:
+                    return None
+                local_values = {"image_tokens": image_tokens}
+                callback_kwargs = {name: local_values[name] for name in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, step, num_image_tokens - 1 - step, callback_kwargs) or {}
+                update = {}
+                if "image_tokens" in callback_outputs:
+                    update["image_tokens"] = self.check_callback_image_tokens(callback_outputs["image_tokens"], image_tokens)
+                if self.interrupt:
+                    update["stop"] = True
+                return update or None
 
             image_tokens = self.model.generate_images(
                 **encoded,
@@ -347,6 +359,13 @@ class JanusProImagePipeline(DiffusionPipeline):
         # 4. Paint the tokens with the VQ decoder, all images in one batch
         if output_type == "latent":
             images = image_tokens
+        elif image_tokens.shape[1] < num_image_tokens:
+            self.maybe_free_model_hooks()
+            raise ValueError(
+                f"The call was interrupted after {image_tokens.shape[1]} of {num_image_tokens} image tokens, and "
+                f"`output_type={output_type!r}` needs all of them: the VQ decoder paints a whole token grid. Pass "
+                '`output_type="latent"` to get the tokens drawn before the interruption.'
+            )
         else:
             images = self.postprocess(self.model.decode_image_tokens(image_tokens), output_type)
 
