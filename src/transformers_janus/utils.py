@@ -23,6 +23,9 @@ SPECIAL_TOKENS = {
 # `model_type` of each checkpoint format a Janus-Pro model comes in -> the name this package gives the format.
 CHECKPOINT_FORMATS = {"janus_pro": "ours", "multi_modality": "deepseek", "janus": "janus"}
 
+# Where a checkpoint's weights are, in the order transformers looks: safetensors first, single file or sharded.
+WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
+
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
 
 
@@ -60,6 +63,29 @@ def checkpoint_format(name_or_path: str | os.PathLike, **hub_kwargs) -> str | No
     """
     config_dict = read_config_dict(name_or_path, **hub_kwargs)
     return CHECKPOINT_FORMATS.get(config_dict.get("model_type")) if config_dict is not None else None
+
+
+def resolve_weight_files(name_or_path: str | os.PathLike, **hub_kwargs) -> list[str]:
+    """
+    The weight files of a checkpoint (safetensors preferred, single or sharded with an index), refusing shard names
+    that leave the checkpoint folder.
+    """
+    for filename in WEIGHT_FILES:
+        resolved = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        if resolved is None:
+            continue
+        if not filename.endswith(".index.json"):
+            return [resolved]
+        with open(resolved, encoding="utf-8") as handle:
+            weight_map = json.load(handle).get("weight_map", {})
+        shards = sorted(set(weight_map.values()))
+        outside = [shard for shard in shards if os.path.isabs(shard) or ".." in shard.replace("\\", "/").split("/")]
+        if outside:
+            raise CheckpointError(
+                f"The shard index {resolved} names files outside the checkpoint folder: {outside}; it was not read."
+            )
+        return [cached_file(name_or_path, shard, **hub_kwargs) for shard in shards]
+    raise CheckpointError(f"No weights found in {name_or_path}: expected one of {list(WEIGHT_FILES)}.")
 
 
 def read_special_token_ids(name_or_path: str | os.PathLike, **hub_kwargs) -> dict[str, int]:

@@ -12,8 +12,15 @@ import torch
 from transformers.utils import cached_file
 
 from ..configuration_janus_pro import JanusProConfig
-from ..deepseek_format import load_weight_file, resolve_weight_files
-from ..utils import SPECIAL_TOKENS, CheckpointError, check_state_dict_matches, checkpoint_format, read_config_dict
+from ..deepseek_format import read_weight_file
+from ..utils import (
+    SPECIAL_TOKENS,
+    CheckpointError,
+    check_state_dict_matches,
+    checkpoint_format,
+    read_config_dict,
+    resolve_weight_files,
+)
 
 
 CHECKPOINT_DTYPES = ("float32", "bfloat16", "float16")
@@ -219,7 +226,7 @@ def check_checkpoint_tensors(name_or_path: str | os.PathLike, expected: dict[str
                 for key in handle.keys():
                     shapes[key] = handle.get_slice(key).get_shape()
         else:
-            shapes.update({key: tensor.shape for key, tensor in load_weight_file(path).items()})
+            shapes.update({key: tensor.shape for key, tensor in read_weight_file(path).items()})
     found = {key: torch.empty(shape, device="meta") for key, shape in shapes.items() if key not in ignore}
     check_state_dict_matches(
         found, {key: shape for key, shape in expected.items() if key not in ignore}, str(name_or_path), JanusConversionError
