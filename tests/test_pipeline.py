@@ -286,10 +286,36 @@ def test_save_refuses_a_model_with_integrated_peft_adapters(pipe, checkpoint_dir
         ({"prompt": PROMPT, "guidance_scale": -1.0}, "`guidance_scale` must be >= 0"),
         ({"prompt": [PROMPT, PROMPT], "generator": seeded(1, 2, 3)}, "generators of length 3, but requested 2 images"),
         ({"prompt": PROMPT, "temperature": 0.0}, "`temperature` must be > 0"),
+        ({"prompt": PROMPT, "temperature": float("nan")}, "`temperature` must be > 0"),
+        ({"prompt": PROMPT, "guidance_scale": float("nan")}, "`guidance_scale` must be >= 0 and finite"),
+        ({"prompt": PROMPT, "guidance_scale": float("inf")}, "`guidance_scale` must be >= 0 and finite"),
+        ({"prompt": PROMPT, "height": 512}, r"`height=512`: the image size is fixed by the checkpoint.* 64x64 images"),
+        ({"prompt": PROMPT, "width": 32}, r"`width=32`: the image size is fixed by the checkpoint"),
+        ({"prompt": PROMPT, "num_inference_steps": 50}, "`num_inference_steps=50`: Janus-Pro has no denoising steps"),
         ({"prompt": PROMPT, "output_type": "jpeg"}, "`output_type` must be one of"),
         ({"prompt": [PROMPT, PROMPT], "negative_prompt": ["a", "b", "c"]}, "`negative_prompt` has 3 entries for 2"),
     ],
 )
 def test_bad_input_is_refused_clearly(pipe, kwargs, message):
+    steps = []
     with pytest.raises(ValueError, match=message):
-        pipe(**kwargs)
+        pipe(**kwargs, callback_on_step_end=lambda *args: steps.append(1))
+    assert steps == []  # refused before any decoding
+
+
+def test_the_checkpoints_own_size_is_accepted(pipe):
+    expected = pipe(PROMPT, generator=seeded(0), output_type="latent").images
+    sized = pipe(PROMPT, height=64, width=64, generator=seeded(0), output_type="latent").images
+    assert torch.equal(sized, expected)
+
+
+def test_builtin_janus_folder_loads_converted_on_the_fly(pipe, checkpoint_dir, tmp_path):
+    from transformers_janus.convert_janus import convert_janus_pro_to_janus
+
+    convert_janus_pro_to_janus(checkpoint_dir, tmp_path / "janus")
+    assert json.loads((tmp_path / "janus" / "config.json").read_text())["model_type"] == "janus"
+    converted = JanusProImagePipeline.from_pretrained(tmp_path / "janus")
+    converted.set_progress_bar_config(disable=True)
+    assert type(converted.model) is type(pipe.model) and type(converted.processor) is type(pipe.processor)
+    expected = pipe(PROMPT, num_images_per_prompt=2, top_k=1, output_type="latent").images
+    assert torch.equal(converted(PROMPT, num_images_per_prompt=2, top_k=1, output_type="latent").images, expected)

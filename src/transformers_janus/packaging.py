@@ -149,7 +149,10 @@ def write_pipeline_loader(pipeline, save_directory: str | os.PathLike) -> str:
         if module == pipeline_module:
             continue
         name = _first_definition(os.path.join(save_directory, path))
-        lines.append(f"from .{module} import {name}  # noqa: F401" if name else f"from .{module} import *  # noqa: F401,F403")
+        if name is None:
+            lines.append(f"from .{module} import *  # noqa: F401,F403")
+        else:
+            lines.append(f"from .{module} import {name}  # noqa: F401")
     lines.append(f"from .{pipeline_module} import {type(pipeline).__name__}")
     source = PIPELINE_LOADER_HEADER.format(class_name=type(pipeline).__name__) + "\n".join(lines)
     source += f'\n\n\n__all__ = ["{type(pipeline).__name__}"]\n'

@@ -5,6 +5,8 @@ Text(+image)-to-image generation with Janus-Pro as a diffusers `DiffusionPipelin
 as remote code without this package: it imports the package's modules by relative imports only.
 """
 
+import importlib.util
+import math
 import os
 from collections.abc import Callable
 
@@ -70,13 +72,15 @@ class JanusProImagePipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "JanusProImagePipeline":
         r"""
         Load a saved pipeline (a directory with `model_index.json`), or build one from a model directory or hub id in
-        DeepSeek's format or ours (`torch_dtype`/`dtype`, `device_map` and hub arguments go to the model).
+        DeepSeek's format or ours, or in transformers' built-in `janus` format (converted on the fly, in memory; see
+        `transformers_janus.conversion` to convert it once on disk). `torch_dtype`/`dtype`, `device_map` and hub
+        arguments go to the model.
         """
         from transformers.utils import cached_file
 
         from .modeling_janus_pro import JanusProForConditionalGeneration
         from .processing_janus_pro import JanusProProcessor
-        from .utils import hub_kwargs_from
+        from .utils import checkpoint_format, hub_kwargs_from
 
         hub_kwargs = hub_kwargs_from(kwargs)
         model_index = cached_file(
@@ -88,6 +92,9 @@ class JanusProImagePipeline(DiffusionPipeline):
         dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
         kwargs.pop("subfolder", None)
         hub_kwargs.pop("subfolder", None)
+        if model_index is None and checkpoint_format(pretrained_model_name_or_path, **hub_kwargs) == "janus":
+            model, processor = cls._convert_builtin_janus(pretrained_model_name_or_path, dtype, kwargs, hub_kwargs)
+            return cls(model=model.eval(), processor=processor)
         model = JanusProForConditionalGeneration.from_pretrained(
             pretrained_model_name_or_path, dtype=dtype, subfolder=subfolders["model"], **kwargs
         )
@@ -95,6 +102,33 @@ class JanusProImagePipeline(DiffusionPipeline):
             pretrained_model_name_or_path, subfolder=subfolders["processor"], **hub_kwargs
         )
         return cls(model=model.eval(), processor=processor)
+
+    @staticmethod
+    def _convert_builtin_janus(
+        pretrained_model_name_or_path: str | os.PathLike, dtype, kwargs: dict, hub_kwargs: dict
+    ) -> tuple[PreTrainedModel, ProcessorMixin]:
+        """Model and processor of a checkpoint in transformers' built-in `janus` format, converted to ours in memory."""
+        from transformers import JanusForConditionalGeneration, JanusProcessor
+
+        from .utils import SPECIAL_TOKENS, read_special_token_ids
+
+        # The converters are the package's (a saved pipeline's copy of this module does not carry them), so they are
+        # imported by name: from `transformers_janus.conversion`, or the module that held them before it.
+        if importlib.util.find_spec("transformers_janus") is None:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is in transformers' built-in `janus` format; converting it needs the "
+                "transformers-janus package (`pip install transformers-janus`)."
+            )
+        has_subpackage = importlib.util.find_spec("transformers_janus.conversion") is not None
+        conversion = importlib.import_module(
+            "transformers_janus.conversion" if has_subpackage else "transformers_janus.convert_janus"
+        )
+        builtin = JanusForConditionalGeneration.from_pretrained(pretrained_model_name_or_path, dtype=dtype, **kwargs)
+        token_ids = read_special_token_ids(pretrained_model_name_or_path, **hub_kwargs)
+        token_ids = {name: token_ids[name] for name in SPECIAL_TOKENS if name != "image_token_id" and name in token_ids}
+        model = conversion.janus_to_janus_pro(builtin, token_ids)
+        processor = JanusProcessor.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        return model, conversion.janus_processor_to_janus_pro(processor)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
         """
@@ -155,6 +189,9 @@ class JanusProImagePipeline(DiffusionPipeline):
         generator,
         output_type,
         callback_on_step_end_tensor_inputs,
+        height=None,
+        width=None,
+        num_inference_steps=None,
     ):
         if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
             raise ValueError(f"`prompt` must be a string or a non-empty list of strings, got {prompt!r}.")
@@ -172,9 +209,9 @@ class JanusProImagePipeline(DiffusionPipeline):
             raise ValueError(f"`image` has {len(image)} entries for {len(prompts)} prompts; pass one (or None) per prompt.")
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be >= 0 (1.0 disables guidance), got {guidance_scale}.")
-        if temperature <= 0:
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0 and finite (1.0 disables guidance), got {guidance_scale}.")
+        if math.isnan(temperature) or temperature <= 0:
             raise ValueError(f"`temperature` must be > 0 (use `top_k=1` for greedy decoding), got {temperature}.")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"`top_k` must be a positive integer or None, got {top_k!r}.")
@@ -188,6 +225,20 @@ class JanusProImagePipeline(DiffusionPipeline):
             )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        image_size = self.model.config.image_size
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and value != image_size:
+                raise ValueError(
+                    f"`{name}={value}`: the image size is fixed by the checkpoint, which generates "
+                    f"{image_size}x{image_size} images ({self.model.config.num_image_tokens} image tokens); leave "
+                    f"`height` and `width` unset (or resize the results)."
+                )
+        if num_inference_steps is not None:
+            raise ValueError(
+                f"`num_inference_steps={num_inference_steps}`: Janus-Pro has no denoising steps to set. It draws the "
+                f"{self.model.config.num_image_tokens} image tokens one by one and decodes them in one pass; leave "
+                "`num_inference_steps` unset (`temperature`, `top_k` and `top_p` control the sampling)."
+            )
         unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(
@@ -237,6 +288,9 @@ class JanusProImagePipeline(DiffusionPipeline):
         | MultiPipelineCallbacks
         | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["image_tokens"],
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Function invoked when calling the pipeline for generation.
@@ -288,6 +342,12 @@ class JanusProImagePipeline(DiffusionPipeline):
                 pipeline object, so threads sharing one pipeline share it.
             callback_on_step_end_tensor_inputs (`list`, *optional*, defaults to `["image_tokens"]`):
                 Tensors passed to the callback: `image_tokens` is `(num_images, step + 1)`.
+            height (`int`, *optional*), width (`int`, *optional*):
+                Accepted only as the checkpoint's own size (`model.config.image_size`, 384 for Janus-Pro): the model
+                generates one size, and any other value is refused with a message saying so.
+            num_inference_steps (`int`, *optional*):
+                Refused when set, with a message saying why: decoding draws `num_image_tokens` tokens, with no
+                denoising steps. (Accepted as keywords because diffusers users pass these by habit.)
 
         Examples:
 
@@ -310,6 +370,9 @@ class JanusProImagePipeline(DiffusionPipeline):
             generator,
             output_type,
             callback_on_step_end_tensor_inputs,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
         )
         prompt = [prompt] if isinstance(prompt, str) else prompt
         if isinstance(negative_prompt, str) or (isinstance(negative_prompt, list) and len(negative_prompt) == 1):
