@@ -29,11 +29,15 @@ def test_auto_classes_map_to_our_classes():
     assert JanusProImageProcessor in (image_processors.values() if isinstance(image_processors, dict) else image_processors)
 
 
-def test_deepseek_weight_conversion_is_registered_and_one_way():
+def test_deepseek_weight_conversion_is_registered_only_while_loading_and_one_way():
     from transformers.conversion_mapping import get_checkpoint_conversion_mapping
-    from transformers_janus.deepseek_format import DeepSeekConverter, DeepSeekRenaming
+    from transformers_janus.deepseek_format import DeepSeekConverter, DeepSeekRenaming, deepseek_weight_conversion
 
-    transforms = get_checkpoint_conversion_mapping("janus_pro")
+    # A model built from a config has no mapping (transformers would treat it as two-way and revert it on save).
+    assert not get_checkpoint_conversion_mapping("janus_pro")
+    with deepseek_weight_conversion(), deepseek_weight_conversion():  # reentrant
+        transforms = get_checkpoint_conversion_mapping("janus_pro")
+    assert not get_checkpoint_conversion_mapping("janus_pro")
     assert isinstance(transforms[0], DeepSeekRenaming)
     assert any(isinstance(transform, DeepSeekConverter) for transform in transforms)
     for transform in transforms:

@@ -11,6 +11,8 @@ Reading checkpoints exactly as DeepSeek published them (`model_type: "multi_moda
 """
 
 import os
+import threading
+from contextlib import contextmanager
 import re
 
 import torch
@@ -347,9 +349,29 @@ def deepseek_weight_conversions() -> list[WeightTransform]:
     ]
 
 
-def register_deepseek_weight_conversion(model_type: str = "janus_pro") -> None:
-    """Register the DeepSeek transforms for `model_type` with transformers' loader (again: replaces, no error)."""
-    register_checkpoint_conversion_mapping(model_type, deepseek_weight_conversions(), overwrite=True)
+_ACTIVE_LOADS = {"count": 0}
+_ACTIVE_LOADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def deepseek_weight_conversion(model_type: str = "janus_pro"):
+    """
+    Register the DeepSeek transforms for `model_type` with transformers' loader while DeepSeek checkpoints load (an
+    empty mapping otherwise), so that a model built from a config has no conversion mapping at all: transformers
+    treats a registered mapping as two-way (it would revert it on save), and ours only reads a foreign format.
+    Reentrant and thread-safe (counted).
+    """
+    with _ACTIVE_LOADS_LOCK:
+        if _ACTIVE_LOADS["count"] == 0:
+            register_checkpoint_conversion_mapping(model_type, deepseek_weight_conversions(), overwrite=True)
+        _ACTIVE_LOADS["count"] += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOADS_LOCK:
+            _ACTIVE_LOADS["count"] -= 1
+            if _ACTIVE_LOADS["count"] == 0:
+                register_checkpoint_conversion_mapping(model_type, [], overwrite=True)
 
 
 def _listing(names) -> str:

@@ -1,5 +1,6 @@
 """PyTorch Janus-Pro model: SigLIP + Llama + diffusers' VQModel, joined by Janus-Pro's adaptors and image head."""
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -23,9 +24,15 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_janus_pro import JanusProConfig
 from .image_generation import JanusProImageGenerationMixin
 from .deepseek_format import UNUSED_KEYS as DEEPSEEK_UNUSED_KEYS
-from .deepseek_format import check_loaded_weights, check_mismatched_weights, read_weight_files, use_mapped_generation_config
+from .deepseek_format import (
+    check_loaded_weights,
+    check_mismatched_weights,
+    deepseek_weight_conversion,
+    read_weight_files,
+    use_mapped_generation_config,
+)
 from .packaging import prepare_model_directory
-from .utils import hub_kwargs_from
+from .utils import checkpoint_format, hub_kwargs_from
 
 
 logger = logging.get_logger(__name__)
@@ -100,9 +107,16 @@ class JanusProPreTrainedModel(PreTrainedModel):
             the caller's to complete.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        from_deepseek = (
+            pretrained_model_name_or_path is not None
+            and kwargs.get("state_dict") is None
+            and checkpoint_format(pretrained_model_name_or_path, **hub_kwargs_from(kwargs)) == "deepseek"
         )
+        # DeepSeek's weights are renamed and split by transformers' loader (`deepseek_format.deepseek_weight_conversion`)
+        with deepseek_weight_conversion(cls.config_class.model_type) if from_deepseek else contextlib.nullcontext():
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
         use_mapped_generation_config(model)
         if strict and not output_loading_info and pretrained_model_name_or_path is not None:
             check_loaded_weights(model, pretrained_model_name_or_path, loading_info, **hub_kwargs_from(kwargs))

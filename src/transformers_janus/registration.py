@@ -34,14 +34,12 @@ def _register_configs() -> None:
     from transformers.models.auto.configuration_auto import AutoConfig
 
     from .configuration_janus_pro import JanusProConfig, JanusProVQConfig
-    from .deepseek_format import DeepSeekJanusConfig, register_deepseek_weight_conversion
+    from .deepseek_format import DeepSeekJanusConfig
 
     AutoConfig.register(JanusProConfig.model_type, JanusProConfig, exist_ok=True)
     AutoConfig.register(JanusProVQConfig.model_type, JanusProVQConfig, exist_ok=True)
     # DeepSeek's published `multi_modality` config.json loads as a JanusProConfig, so every Auto class below applies.
     AutoConfig.register(DeepSeekJanusConfig.model_type, DeepSeekJanusConfig, exist_ok=True)
-    # ... and its weights load through transformers' loader, renamed and split by a checkpoint conversion mapping.
-    register_deepseek_weight_conversion(JanusProConfig.model_type)
 
 
 def _register_tokenizers() -> None:
