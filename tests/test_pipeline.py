@@ -310,7 +310,7 @@ def test_the_checkpoints_own_size_is_accepted(pipe):
 
 
 def test_builtin_janus_folder_loads_converted_on_the_fly(pipe, checkpoint_dir, tmp_path):
-    from transformers_janus.convert_janus import convert_janus_pro_to_janus
+    from transformers_janus.conversion import convert_janus_pro_to_janus
 
     convert_janus_pro_to_janus(checkpoint_dir, tmp_path / "janus")
     assert json.loads((tmp_path / "janus" / "config.json").read_text())["model_type"] == "janus"

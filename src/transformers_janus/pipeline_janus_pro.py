@@ -113,16 +113,13 @@ class JanusProImagePipeline(DiffusionPipeline):
         from .utils import SPECIAL_TOKENS, read_special_token_ids
 
         # The converters are the package's (a saved pipeline's copy of this module does not carry them), so they are
-        # imported by name: from `transformers_janus.conversion`, or the module that held them before it.
+        # imported by name rather than relatively.
         if importlib.util.find_spec("transformers_janus") is None:
             raise ValueError(
                 f"{pretrained_model_name_or_path} is in transformers' built-in `janus` format; converting it needs the "
                 "transformers-janus package (`pip install transformers-janus`)."
             )
-        has_subpackage = importlib.util.find_spec("transformers_janus.conversion") is not None
-        conversion = importlib.import_module(
-            "transformers_janus.conversion" if has_subpackage else "transformers_janus.convert_janus"
-        )
+        conversion = importlib.import_module("transformers_janus.conversion")
         builtin = JanusForConditionalGeneration.from_pretrained(pretrained_model_name_or_path, dtype=dtype, **kwargs)
         token_ids = read_special_token_ids(pretrained_model_name_or_path, **hub_kwargs)
         token_ids = {name: token_ids[name] for name in SPECIAL_TOKENS if name != "image_token_id" and name in token_ids}
