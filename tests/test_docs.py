@@ -53,3 +53,9 @@ def test_generation_doc_runs(run_doc, tmp_path):
     assert len(namespace["images"]) == 8
     assert type(namespace["generic"]).__name__ == "JanusProImagePipeline"
     assert len(namespace["pictures"]) == 1 and len(namespace["variation"]) == 1
+
+
+def test_readme_python_blocks_run(run_doc):
+    namespace = run_doc("../README.md")
+    assert type(namespace["chat"]).__name__ == "ImageTextToTextPipeline"
+    assert len(namespace["images"]) == 4 and all(image.size == (64, 64) for image in namespace["images"])

@@ -274,7 +274,9 @@ def test_chat_template_system_prompts(processor):
 
 
 def test_chat_template_rejects_unknown_roles(processor):
-    with pytest.raises(Exception, match="got role tool"):
+    from jinja2.exceptions import TemplateError
+
+    with pytest.raises(TemplateError, match="got role tool"):
         processor.apply_chat_template([{"role": "tool", "content": "x"}])
 
 
