@@ -276,3 +276,33 @@ def test_bad_sampling_settings_are_refused_before_any_work(model, prompt_rows, k
     finally:
         handle.remove()
     assert calls == []
+
+
+@torch.no_grad()
+def test_long_prompt_and_eager_attention_match_the_reference_loop(checkpoint_dir, golden, tokenizer_for_long_prompt):
+    """Positions far past the golden prompt's ~100 (here ~700 of the 1024 context) and the eager-attention decode path."""
+    from reference import reference_generate
+
+    from transformers_janus import JanusProForConditionalGeneration
+
+    prompt = tokenizer_for_long_prompt
+    for attn_implementation in ("sdpa", "eager"):
+        model = JanusProForConditionalGeneration.from_pretrained(
+            checkpoint_dir, attn_implementation=attn_implementation
+        ).eval()
+        expected_tokens, expected_logits = reference_generate(model, prompt, 1, greedy=True, output_logits=True)
+        output = model.generate_images(prompt[None], top_k=1, output_logits=True)
+        assert output.image_tokens.tolist() == expected_tokens.tolist(), attn_implementation
+        torch.testing.assert_close(output.logits, expected_logits, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_for_long_prompt(checkpoint_dir):
+    """A ~700-token text-to-image prompt in DeepSeek's format (the golden prompt reaches position ~100 only)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
+    text = "a red square on the left of a blue circle, " * 60
+    ids = tokenizer(f"<|User|>: {text}\n\n<|Assistant|>:<begin_of_image>").input_ids
+    assert 500 < len(ids) < 1024 - 16
+    return torch.tensor(ids)
