@@ -90,21 +90,6 @@ def test_freeze_policy_refuses_a_prefix_that_matches_nothing(tiny_model):
         apply_freeze_policy(model, ["model.aligner.", "model.alinger."])
 
 
-@pytest.mark.parametrize(
-    "value, expected",
-    [("5:1:4", (5, 1, 4)), (" 1 : 0 : 3 ", (1, 0, 3)), ((2, 3, 5), (2, 3, 5)), ("5:1", None), ("a:1:1", None),
-     ("0:0:0", None), ("-1:1:1", None)],
-)
-def test_parse_mix_ratio(value, expected):
-    from transformers_janus.training.stages import parse_mix_ratio
-
-    if expected is None:
-        with pytest.raises(ValueError, match="mix_ratio"):
-            parse_mix_ratio(value)
-    else:
-        assert parse_mix_ratio(value) == expected
-
-
 # The optimizer step
 
 

@@ -176,10 +176,48 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.
 
 def load_checkpoint(accelerator, path: str | os.PathLike) -> dict:
     """
-    Verify `path` against its manifest, then restore the accelerator's prepared objects and RNG states from it.
-    Returns the training state saved with it (with `step`).
+    Verify `path` against its manifest (on the main process; every process gets its verdict), then restore the
+    accelerator's prepared objects and RNG states from it. Returns the training state saved with it (with `step`).
     """
-    training_state = verify_checkpoint(path)
+    from accelerate.utils import broadcast_object_list
+
+    verdict = [None]
+    if accelerator.is_main_process:
+        try:
+            verify_checkpoint(path)
+        except ValueError as error:
+            verdict = [str(error)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(verdict)
+    if verdict[0] is not None:
+        raise ValueError(verdict[0])
+    training_state = json.loads((Path(path) / TRAINING_STATE_NAME).read_text())
     accelerator.load_state(str(path))
-    logger.info(f"Resumed from {path} at step {training_state['step']}")
     return training_state
+
+
+def save_final_model(accelerator, model, processor, output_dir: str | os.PathLike):
+    """
+    Save the trained model (gathered from every process under FSDP/DeepSpeed) and the processor with
+    `save_pretrained` into `output_dir`, beside its checkpoints. The files are written into a temporary sibling
+    folder and moved in with `config.json` last, so a folder whose config is present holds the complete weights.
+    """
+    state_dict = accelerator.get_state_dict(model)  # collective under FSDP and DeepSpeed: every process calls it
+    if accelerator.is_main_process:
+        output_dir = Path(output_dir)
+        staging = output_dir / ".final.saving"
+        shutil.rmtree(staging, ignore_errors=True)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+        processor.save_pretrained(staging)
+        files = sorted(path for path in staging.rglob("*") if path.is_file())
+        for path in files:
+            _fsync(path)
+        for path in sorted(files, key=lambda path: path.name == "config.json"):
+            target = output_dir / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        _fsync(output_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        logger.info(f"Saved the model and processor in {output_dir}")
+    accelerator.wait_for_everyone()

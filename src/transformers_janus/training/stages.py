@@ -9,7 +9,6 @@ with the adaptors and with no pretrained values anywhere, and the generation ada
 it would leave stage I's generation path fed by a fixed random table. Stages II and III train it too.
 """
 
-import re
 from dataclasses import dataclass
 
 from torch import nn
@@ -17,9 +16,6 @@ from transformers.utils import logging
 
 
 logger = logging.get_logger(__name__)
-
-DATA_KINDS = ("understanding", "text", "generation")
-
 
 @dataclass(frozen=True)
 class StageDefaults:
@@ -29,7 +25,7 @@ class StageDefaults:
     trainable_modules: tuple[str, ...]
     learning_rate: float
     warmup_steps: int
-    mix_ratio: tuple[int, int, int]
+    mix_ratio: tuple[int, int, int]  # understanding : text : generation
     paper_max_steps: int
     paper_global_batch_size: int
 
@@ -93,29 +89,6 @@ def get_stage(stage: int) -> StageDefaults:
     return STAGES[stage]
 
 
-def parse_mix_ratio(mix_ratio: str | tuple[int, int, int] | list[int]) -> tuple[int, int, int]:
-    """
-    `"5:1:4"` (understanding : text : generation) as a tuple of three non-negative integers, not all zero.
-    """
-    if isinstance(mix_ratio, str):
-        parts = mix_ratio.strip().split(":")
-        if len(parts) != 3 or not all(re.fullmatch(r"\d+", part.strip()) for part in parts):
-            raise ValueError(
-                f"`mix_ratio` must be three non-negative integers understanding:text:generation such as '5:1:4', got "
-                f"{mix_ratio!r}."
-            )
-        ratio = tuple(int(part) for part in parts)
-    else:
-        ratio = tuple(mix_ratio)
-        if len(ratio) != 3 or not all(isinstance(part, int) and part >= 0 for part in ratio):
-            raise ValueError(
-                f"`mix_ratio` must be three non-negative integers (understanding, text, generation), got {mix_ratio!r}."
-            )
-    if sum(ratio) == 0:
-        raise ValueError(f"`mix_ratio` {mix_ratio!r} is all zeros: at least one kind of data must have a share.")
-    return ratio
-
-
 def apply_freeze_policy(model: nn.Module, trainable_modules: tuple[str, ...] | list[str]) -> list[str]:
     """
     Set `requires_grad` on every parameter of `model`: True exactly for those whose name starts with one of
@@ -126,7 +99,7 @@ def apply_freeze_policy(model: nn.Module, trainable_modules: tuple[str, ...] | l
     names = [name for name, _ in model.named_parameters()]
     unmatched = [prefix for prefix in trainable_modules if not any(name.startswith(prefix) for name in names)]
     if unmatched:
-        top_level = sorted({".".join(name.split(".")[:2]) + "." for name in names})
+        top_level = sorted({".".join(name.split(".")[: 2 if name.startswith("model.") else 1]) + "." for name in names})
         raise ValueError(
             f"`trainable_modules` {unmatched} match no parameter of the model; prefixes of its parameters are "
             f"{top_level}."
