@@ -181,7 +181,7 @@ def load_samples(source: str | os.PathLike, kind: str, split: str = "train") -> 
         elif isinstance(feature, datasets.List) and isinstance(feature.feature, datasets.Image):
             raw = raw.cast_column(column, datasets.List(datasets.Image(decode=False)))
     return raw.map(
-        lambda example, index: _normalize_record(example, kind, f"{name}[{index}]", base_dir),
+        lambda example, index: _normalize_record(dict(example), kind, f"{name}[{index}]", base_dir),
         with_indices=True,
         remove_columns=raw.column_names,
         features=FEATURES[kind],
