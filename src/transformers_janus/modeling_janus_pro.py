@@ -48,9 +48,23 @@ class JanusProModelOutputWithPast(MultimodalBaseModelOutputWithPast):
 @dataclass
 class JanusProCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     r"""
-    Outputs of [`JanusProForConditionalGeneration`]: text logits `[batch, seq, vocab]`, optional loss, cache and
-    `image_outputs` as in [`JanusProModelOutputWithPast`].
+    Outputs of [`JanusProForConditionalGeneration`]: text logits `[batch, seq, vocab]`, cache and `image_outputs` as
+    in [`JanusProModelOutputWithPast`]; with `labels` or `image_labels`, the training losses.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        `text_loss + image_loss`.
+    text_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Next-token cross-entropy of the text targets (`labels`, through `lm_head`); 0 when there are none.
+    image_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Next-token cross-entropy of the image-token targets (`image_labels`, through the image head); 0 when there
+        are none.
+    image_logits (`torch.FloatTensor` of shape `(num_image_targets, num_vq_embeddings)`, *optional*):
+        Image-head logits at the positions that predict an image target, in row-major order of the targets.
     """
+
+    text_loss: torch.FloatTensor | None = None
+    image_loss: torch.FloatTensor | None = None
+    image_logits: torch.FloatTensor | None = None
 
 
 class JanusProMlpProjector(nn.Module):
@@ -275,6 +289,19 @@ class JanusProModel(JanusProPreTrainedModel):
                 ),
             )
 
+    def _embed_generation_positions(self, inputs_embeds: torch.Tensor, image_token_ids: torch.LongTensor) -> torch.Tensor:
+        """Replace the embeddings where `image_token_ids != -100` by the image tokens' generation embeddings."""
+        if image_token_ids.shape != inputs_embeds.shape[:2]:
+            raise ValueError(
+                f"`image_token_ids` must have the shape of `input_ids` {list(inputs_embeds.shape[:2])} (VQ codes at "
+                f"the positions of a generated image, -100 elsewhere), got {list(image_token_ids.shape)}."
+            )
+        positions = image_token_ids != -100
+        # Run even when no position holds an image token, so the generation adaptor always joins the autograd graph
+        # (distributed data parallel expects every trainable parameter to receive a gradient, zero or not).
+        embeddings = self.get_image_token_embeddings(image_token_ids[positions])
+        return inputs_embeds.masked_scatter(positions.unsqueeze(-1), embeddings.to(inputs_embeds.dtype))
+
     def _check_context_length(self, seq_length: int, cache: Cache | None = None):
         """
         Refuse sequences longer than the language model's context, from shapes only (no host sync), for the eager
@@ -308,11 +335,14 @@ class JanusProModel(JanusProPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        image_token_ids: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> JanusProModelOutputWithPast:
         r"""
         `<image_placeholder>` positions take the image features of `pixel_values` (or `mm_encoder_outputs`); without
         images they embed as the placeholder token (as when transformers' assisted decoding runs the text alone).
+        `image_token_ids` `[batch, seq]` (training on text-to-image samples) holds VQ codes at the positions of a
+        generated image and -100 elsewhere: those positions embed as `gen_aligner(gen_embed(code))`.
         `generate` refuses placeholders without images; the processor matches images to placeholders. As for Llama,
         the forward runs past `max_position_embeddings` (RoPE extrapolates, or a RoPE scaling extends the context);
         `generate` and `generate_images` refuse a prompt that cannot fit before doing any work.
@@ -335,6 +365,8 @@ class JanusProModel(JanusProPreTrainedModel):
                 inputs_embeds.device, inputs_embeds.dtype
             )
             inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask.unsqueeze(-1), image_features)
+        if image_token_ids is not None:
+            inputs_embeds = self._embed_generation_positions(inputs_embeds, image_token_ids)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -457,9 +489,27 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        image_token_ids: torch.LongTensor | None = None,
+        image_labels: torch.LongTensor | None = None,
+        num_image_items_in_batch: int | torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> JanusProCausalLMOutputWithPast:
         r"""
+        Training takes both kinds of sample in one batch (see `docs/training.md`):
+
+        - `labels` `[batch, seq]`: text targets aligned with `input_ids` (-100 where not supervised); position `t` is
+          scored through `lm_head` against `labels[t + 1]`, as for any causal LM.
+        - `image_token_ids` `[batch, seq]`: VQ codes at the positions of a generated image, -100 elsewhere (those
+          positions hold any text id, e.g. the pad id); they embed through the generation adaptor.
+        - `image_labels` `[batch, seq]`: image-token targets aligned the same way; position `t` is scored through the
+          image head against `image_labels[t + 1]` (`<begin_of_image>` predicts the first code).
+        - `num_items_in_batch` / `num_image_items_in_batch`: the number of text / image targets of the whole
+          optimizer step (all accumulation steps and processes), so each loss is its sum over the step divided by
+          that count; by default the count of this batch. A kind without targets gives 0, never `nan`.
+
+        `loss = text_loss + image_loss`. Packed rows (several samples per row, `position_ids` restarting at 0 per
+        sample, no `attention_mask`) keep samples apart, because a loss computation runs without a cache.
+
         Example:
 
         ```python
@@ -472,6 +522,11 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
         >>> inputs = processor(text=prompt, images=[image], return_tensors="pt")
         >>> output = model.generate(**inputs, max_new_tokens=32)
         ```"""
+        training_losses = labels is not None or image_labels is not None
+        if training_losses and use_cache is None:
+            # Without a cache, transformers' masks keep packed samples (restarting `position_ids`) apart.
+            use_cache = False
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -481,16 +536,29 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             mm_encoder_outputs=mm_encoder_outputs,
+            image_token_ids=image_token_ids,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)
 
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+        loss = text_loss = image_loss = image_logits = None
+        if training_losses:
+            text_loss = logits.new_zeros((), dtype=torch.float32)
+            if labels is not None:
+                text_loss = self.loss_function(
+                    logits=logits,
+                    labels=labels,
+                    vocab_size=self.config.text_config.vocab_size,
+                    num_items_in_batch=_target_count(labels, num_items_in_batch),
+                    **kwargs,
+                )
+            image_loss = logits.new_zeros((), dtype=torch.float32)
+            if image_labels is not None:
+                image_loss, image_logits = self._image_loss(
+                    outputs.last_hidden_state, image_labels, num_image_items_in_batch
+                )
+            loss = text_loss + image_loss
 
         return JanusProCausalLMOutputWithPast(
             loss=loss,
@@ -499,7 +567,39 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,
+            text_loss=text_loss,
+            image_loss=image_loss,
+            image_logits=image_logits,
         )
+
+    def _image_loss(
+        self,
+        hidden_states: torch.Tensor,
+        image_labels: torch.LongTensor,
+        num_image_items_in_batch: int | torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image-head cross-entropy summed over the shifted `image_labels` targets, divided by their count."""
+        if image_labels.shape != hidden_states.shape[:2]:
+            raise ValueError(
+                f"`image_labels` must have the shape of `input_ids` {list(hidden_states.shape[:2])} (image-token "
+                f"targets aligned with the input, -100 elsewhere), got {list(image_labels.shape)}."
+            )
+        targets = image_labels[:, 1:].to(hidden_states.device)
+        positions = targets != -100
+        targets = targets[positions]
+        JanusProModel._check_token_range(targets, self.config.vq_config.num_vq_embeddings, "image labels")
+        # The head runs only where a target follows (it is as wide as the codebook), and also when none does, so it
+        # always joins the autograd graph (a zero gradient for distributed data parallel).
+        image_logits = self.get_image_logits(hidden_states[:, :-1][positions])
+        loss = nn.functional.cross_entropy(image_logits.float(), targets, reduction="sum")
+        return loss / _target_count(image_labels, num_image_items_in_batch).to(loss.device), image_logits
+
+
+def _target_count(labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None) -> torch.Tensor:
+    """The loss denominator: the caller's count of the whole step's targets, else this batch's; at least 1."""
+    if num_items_in_batch is None:
+        num_items_in_batch = (labels[:, 1:] != -100).sum()
+    return torch.as_tensor(num_items_in_batch, device=labels.device).clamp(min=1)
 
 
 __all__ = ["JanusProPreTrainedModel", "JanusProModel", "JanusProForConditionalGeneration"]
