@@ -47,7 +47,10 @@ def samples(processor, model, fixture_dir, tmp_path_factory):
                           {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"},
                           {"role": "assistant", "content": "6"}]},
         ],
-        "generation": [{"caption": "a red cat", "image": "vq.png"}, {"caption": "a dog in the snow", "image": "und.png"}],
+        "generation": [
+            {"caption": "a red cat", "image": "vq.png"},
+            {"caption": "a dog in the snow", "image": "und.png"},
+        ],
     }
     encoder = JanusProSampleEncoder(
         processor, max_length=512, vq_codes=VQCodeCache(model, processor.image_processor, folder / "cache"),

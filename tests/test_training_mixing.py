@@ -12,7 +12,7 @@ SIZES = {"understanding": 7, "text": 3, "generation": 5}
 
 
 def largest_remainder(ratio, total):
-    """Independent restatement with exact fractions: floors, then +1 for the largest remainders (first kind on ties)."""
+    """Independent restatement in exact fractions: floors, then +1 for the largest remainders (first kind on ties)."""
     quotas = [Fraction(total * r, sum(ratio)) for r in ratio]
     counts = [int(q) for q in quotas]
     order = sorted(range(3), key=lambda i: (-(quotas[i] - counts[i]), i))
