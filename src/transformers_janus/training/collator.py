@@ -5,7 +5,8 @@ Public API (names are stable; `training/train.py` builds on them):
 
 - `JanusProDataCollator(pad_token_id, max_length=None, packing=False, pad_to_multiple_of=None)`: called on a list of
   encoded samples, returns the model inputs `input_ids`, `labels`, `image_token_ids`, `image_labels`,
-  `attention_mask` (unpacked) or `position_ids` (packed), `pixel_values` (when a sample has images), and `meta`, a
+  `attention_mask` (unpacked) or `position_ids` and the sample boundaries `cu_seq_lens_q/k`, `max_length_q/k`
+  (packed, see `training.packed_attention`), `pixel_values` (when a sample has images), and `meta`, a
   dict the loop pops before the forward: `record_ids`, `kinds` and `spans` (`(row, start, length)`) of the samples
   in row-major order, `num_tokens`,
   `num_real_tokens`, `packing_efficiency`, `num_text_targets`, `num_image_targets`.
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .data import IGNORE_INDEX
+from .packed_attention import sample_boundaries
 
 
 MODEL_INPUT_KEYS = ("input_ids", "labels", "image_token_ids", "image_labels")
@@ -147,6 +149,8 @@ class JanusProDataCollator:
 
         if self.packing:
             batch["position_ids"] = position_ids
+            # The samples' boundaries for attention that runs per sample (`training.packed_attention`, flash-attention)
+            batch.update(sample_boundaries(position_ids))
         else:
             batch["attention_mask"] = attention_mask
         if pixel_values:
