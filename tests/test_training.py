@@ -6,6 +6,13 @@ on the tiny fixture model; the end-to-end runs drive `training/train.py` in subp
 
 import copy
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +178,193 @@ def test_accumulated_step_equals_one_batch_and_the_token_mean_loss(tiny_model):
     # Measured: two vs one 4e-8, hand 6e-8 (fp32 summation order); the mean of means is off by 8e-3.
     assert diffs["two"] < 1e-6 and diffs["hand"] < 1e-6, diffs
     assert diffs["mean_of_means"] > 1e-3, diffs
+
+
+# The script, end to end (subprocesses)
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "training" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Four records of each kind; the images are small random pictures of different shapes."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("training-data")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)).save(root / f"images/{index}.png")
+    understanding = [
+        {
+            "messages": [
+                {"role": "user", "content": f"<image_placeholder>\nWhat is picture {index}?"},
+                {"role": "assistant", "content": f"Picture number {index}."},
+            ],
+            "images": [f"images/{index}.png"],
+        }
+        for index in range(4)
+    ]
+    text = [
+        {"messages": [{"role": "user", "content": f"Say {word}."}, {"role": "assistant", "content": f"{word} {word}."}]}
+        for word in ("red", "green", "blue", "cyan")
+    ]
+    generation = [{"caption": f"class {index}", "image": f"images/{index}.png"} for index in range(4)]
+    for name, records in (("understanding", understanding), ("text", text), ("generation", generation)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    return root
+
+
+def _train_command(checkpoint_dir, data_dir, output_dir, *extra: str) -> list[str]:
+    """A tiny stage III run on the fixture: fp32, CPU, 4 samples per step (1:1:2), a warm-up across the resume."""
+    return [
+        str(TRAIN_SCRIPT),
+        "--config", str(REPO / "training" / "configs" / "stage3.yaml"),
+        "--model_name_or_path", str(checkpoint_dir),
+        "--understanding_data", str(data_dir / "understanding.jsonl"),
+        "--text_data", str(data_dir / "text.jsonl"),
+        "--generation_data", str(data_dir / "generation.jsonl"),
+        "--vq_cache_dir", str(data_dir / "vq_codes"),
+        "--output_dir", str(output_dir),
+        "--mix_ratio", "1:1:2",
+        "--max_length", "128",
+        "--learning_rate", "1e-3",
+        "--warmup_steps", "3",
+        "--save_steps", "2",
+        "--logging_steps", "1",
+        "--mixed_precision", "no",
+        "--gradient_checkpointing", "false",
+        "--use_cpu",
+        "--log_samples",
+        *extra,
+    ]
+
+
+def _environment() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _run(command: list[str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*(launcher or [sys.executable]), *command], env=_environment(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def _samples(output_dir, rank: int) -> list[dict]:
+    lines = (Path(output_dir) / "samples" / f"rank-{rank}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(checkpoint_dir, data_dir, tmp_path_factory):
+    """
+    A run killed with SIGKILL right after its step-2 checkpoint, resumed with `latest` to step 2 steps later; and the
+    uninterrupted run of that length (one process, micro-batches of 2 samples, 2 accumulation steps).
+    """
+    killed = tmp_path_factory.mktemp("killed")
+    command = _train_command(
+        checkpoint_dir, data_dir, killed, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"
+    )
+    process = subprocess.Popen(
+        [sys.executable, *command, "--max_steps", "1000"], env=_environment(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (killed / "checkpoint-2" / "manifest.json").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run ended or hung before its first checkpoint: {process.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    last = max(int(path.name.split("-")[1]) for path in killed.glob("checkpoint-*") if (path / "manifest.json").exists())
+    end = last + 2
+    resumed = _run([*command, "--max_steps", str(end), "--resume_from_checkpoint", "latest"])
+
+    straight = tmp_path_factory.mktemp("straight")
+    _run([*_train_command(checkpoint_dir, data_dir, straight, "--per_device_train_batch_size", "2",
+                          "--gradient_accumulation_steps", "2"), "--max_steps", str(end)])
+    return {"killed": killed, "straight": straight, "last": last, "end": end, "resumed_log": resumed.stderr}
+
+
+def test_killed_run_resumes_bit_identical(killed_and_resumed, checkpoint_dir):
+    run = killed_and_resumed
+    assert f"checkpoint-{run['last']} at step {run['last']}" in run["resumed_log"]
+    resumed, straight = _weights(run["killed"]), _weights(run["straight"])
+    assert resumed.keys() == straight.keys()
+    different = [name for name in straight if not torch.equal(resumed[name], straight[name])]
+    assert different == []
+    # The resumed steps did train (the weights moved past the checkpoint's), and they trained the stage's parts.
+    at_checkpoint = _weights(run["killed"] / f"checkpoint-{run['last']}")
+    moved = {name for name in at_checkpoint if not torch.equal(at_checkpoint[name], resumed[name])}
+    assert any(name.startswith("model.gen_head.") for name in moved) and any(name.startswith("lm_head") for name in moved)
+    assert not any(name.startswith("model.vq_model.") for name in moved)
+    # Both runs trained on the same records step by step (the killed run's log also holds the steps it repeated).
+    by_step = lambda rows: {(row["step"], row["micro_batch"]): row["record_ids"] for row in rows}
+    assert by_step(_samples(run["killed"], 0)) == by_step(_samples(run["straight"], 0))
+
+
+def test_final_model_loads_in_the_pipelines(killed_and_resumed):
+    from transformers import pipeline
+
+    from transformers_janus import JanusProForConditionalGeneration, JanusProImagePipeline
+
+    output_dir = killed_and_resumed["straight"]
+    model = JanusProForConditionalGeneration.from_pretrained(output_dir)
+    saved = _weights(output_dir)
+    assert all(torch.equal(tensor, saved[name]) for name, tensor in model.state_dict().items())
+    image_pipeline = JanusProImagePipeline.from_pretrained(output_dir)
+    assert torch.equal(image_pipeline.model.lm_head.weight, saved["lm_head.weight"])
+    chat = pipeline("image-text-to-text", model=str(output_dir))
+    assert torch.equal(chat.model.lm_head.weight, saved["lm_head.weight"])
+
+
+def test_damaged_checkpoints_are_refused_by_name(killed_and_resumed, tmp_path):
+    from accelerate import Accelerator
+
+    from transformers_janus.training.checkpointing import find_latest_checkpoint, load_checkpoint, verify_checkpoint
+
+    source = killed_and_resumed["straight"] / "checkpoint-2"
+    assert verify_checkpoint(source)["step"] == 2
+
+    def damaged(name: str, damage) -> Path:
+        folder = tmp_path / name / "checkpoint-2"
+        shutil.copytree(source, folder)
+        damage(folder)
+        return folder
+
+    def truncate(file):
+        file.write_bytes(file.read_bytes()[:-10])
+
+    def flip_a_byte(file):
+        content = bytearray(file.read_bytes())
+        content[len(content) // 2] ^= 0xFF
+        file.write_bytes(bytes(content))
+
+    cases = {
+        "truncated": (lambda f: truncate(f / "optimizer.bin"), r"optimizer.bin has \d+ bytes, its manifest records"),
+        "altered": (lambda f: flip_a_byte(f / "model.safetensors"), "model.safetensors does not match its checksum"),
+        "missing": (lambda f: (f / "random_states_0.pkl").unlink(), "random_states_0.pkl is missing"),
+        "unfinished": (lambda f: (f / "manifest.json").unlink(), "has no manifest.json: it is incomplete"),
+    }
+    accelerator = Accelerator(cpu=True)
+    for name, (damage, message) in cases.items():
+        folder = damaged(name, damage)
+        with pytest.raises(ValueError, match=message):
+            load_checkpoint(accelerator, folder)
+    # `latest` skips a folder without a manifest (a save that never finished) for the highest complete one.
+    shutil.copytree(source, tmp_path / "unfinished" / "checkpoint-1")
+    assert find_latest_checkpoint(tmp_path / "unfinished") == tmp_path / "unfinished" / "checkpoint-1"

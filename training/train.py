@@ -71,6 +71,9 @@ class DataArguments:
             Where VQ codes of generation images are cached; `OUTPUT_DIR/vq_codes` by default.
         dataloader_num_workers (`int`, *optional*, defaults to 0):
             Processes that encode the next steps' batches while the model trains.
+        log_samples (`bool`, *optional*, defaults to `False`):
+            Write the record ids of every micro-batch to `OUTPUT_DIR/samples/rank-R.jsonl` (what each process trained
+            on, step by step).
     """
 
     understanding_data: str | None = field(default=None, metadata={"help": "Understanding data (JSONL, dir, Hub)."})
@@ -83,6 +86,7 @@ class DataArguments:
     cfg_drop_prob: float = field(default=0.1, metadata={"help": "Caption drop probability for CFG."})
     vq_cache_dir: str | None = field(default=None, metadata={"help": "VQ code cache; OUTPUT_DIR/vq_codes by default."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes encoding batches ahead."})
+    log_samples: bool = field(default=False, metadata={"help": "Record ids per micro-batch to OUTPUT_DIR/samples/."})
 
 
 @dataclass
@@ -195,10 +199,12 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: StageTrainingArguments):
     import json
+    import logging
     import os
     from dataclasses import asdict
 
     import torch
+    import transformers
     from accelerate import Accelerator
     from accelerate.logging import get_logger
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
@@ -210,6 +216,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         resolve_checkpoint,
         save_checkpoint,
         save_final_model,
+        separate_shared_storage,
     )
     from transformers_janus.training.collator import JanusProDataCollator
     from transformers_janus.training.data import (
@@ -246,6 +253,11 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
             f"The launcher started {world_size} processes but the accelerator joined {accelerator.num_processes}; "
             "on CPU launch with `torchrun --nproc_per_node N` (or pass `--use_cpu`)."
         )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        transformers.utils.logging.set_verbosity_error()
     logger = get_logger(__name__)
     set_seed(training_args.seed)
 
@@ -272,6 +284,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     if model_args.attn_implementation is not None:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
     model = JanusProForConditionalGeneration.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    separate_shared_storage(model)
     trainable_modules = model_args.trainable_modules or stage.trainable_modules
     trainable = apply_freeze_policy(model, trainable_modules)
     num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -301,6 +314,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     collator = JanusProDataCollator(processor.pad_token_id, max_length=data_args.max_length, packing=data_args.packing)
 
     optimizer, scheduler = create_optimizer_and_scheduler(model, learning_rate, warmup_steps)
+    if accelerator.state.deepspeed_plugin is not None:  # no prepared dataloader to read the micro-batch size from
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            training_args.per_device_train_batch_size
+        )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # Resume: weights, optimizer, scheduler, RNGs; the step is the data position
@@ -349,8 +366,16 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     logged = {"text_loss": 0.0, "image_loss": 0.0, "num_real_tokens": 0}
     last_logged = start_step
     window = torch.zeros(3, device=accelerator.device)  # text loss, image loss, real tokens since the last log
+    samples_log = None
+    if data_args.log_samples:
+        os.makedirs(os.path.join(training_args.output_dir, "samples"), exist_ok=True)
+        samples_log = open(os.path.join(training_args.output_dir, "samples", f"rank-{accelerator.process_index}.jsonl"), "a")
     for step, micro_batches in zip(range(start_step, max_steps), step_loader):
         metas = [batch.pop("meta") for batch in micro_batches]
+        if samples_log is not None:
+            for index, meta in enumerate(metas):
+                samples_log.write(json.dumps({"step": step, "micro_batch": index, "record_ids": meta["record_ids"]}) + "\n")
+            samples_log.flush()
         output = training_step(
             accelerator, model, optimizer, scheduler, micro_batches, max_grad_norm=training_args.max_grad_norm
         )
@@ -381,6 +406,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
                 {"data": mixer.state_dict(), "stage": stage.stage, "learning_rate": learning_rate},
             )
     progress.close()
+    if samples_log is not None:
+        samples_log.close()
 
     # Save the final model and processor (loadable by from_pretrained, the chat pipeline and JanusProImagePipeline)
     save_final_model(accelerator, model, processor, training_args.output_dir)
