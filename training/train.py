@@ -237,7 +237,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     mix_ratio = data_args.mix_ratio if data_args.mix_ratio is not None else stage.mix_ratio
 
     # Set up the accelerator. Parts without a gradient in a micro-batch (the understanding adaptor when it holds no
-    # image; SigLIP in stage III) make DDP's reducer wait forever unless it looks for unused parameters.
+    # image; SigLIP in stage III) make DDP's reducer wait forever unless it looks for unused parameters. The scheduler
+    # counts optimizer steps: Accelerate would otherwise step it once per process at each step.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cpu = training_args.use_cpu or (world_size > 1 and not torch.cuda.is_available())
     report_to = [name for name in training_args.report_to if name != "none"]
@@ -246,8 +247,16 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         mixed_precision=training_args.mixed_precision,
         log_with=report_to or None,
         project_dir=training_args.output_dir,
+        step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    for backend, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DEEPSPEED", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type.name != backend:
+            raise ValueError(
+                f"The Accelerate config asks for {backend}, but the accelerator runs {accelerator.distributed_type.name}"
+                f" (Accelerate runs {backend} only on GPUs; on CPU it would fall back to DDP without saying so). Use "
+                "training/configs/accelerate/multi_gpu.yaml or torchrun on CPU."
+            )
     if accelerator.num_processes != world_size:
         raise ValueError(
             f"The launcher started {world_size} processes but the accelerator joined {accelerator.num_processes}; "
