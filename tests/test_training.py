@@ -74,7 +74,9 @@ def test_stage_freeze_policies_train_what_the_paper_says(tiny_model):
     from transformers_janus.training.stages import STAGES, apply_freeze_policy
 
     model = copy.deepcopy(tiny_model)
-    top = lambda names: sorted({".".join(n.split(".")[:2]) if n.startswith("model.") else n.split(".")[0] for n in names})
+    def top(names):
+        return sorted({".".join(n.split(".")[: 2 if n.startswith("model.") else 1]) for n in names})
+
     trained = {stage: top(apply_freeze_policy(model, STAGES[stage].trainable_modules)) for stage in STAGES}
     assert trained[1] == ["model.aligner", "model.gen_aligner", "model.gen_embed", "model.gen_head"]
     assert trained[2] == [
@@ -196,7 +198,8 @@ def data_dir(tmp_path_factory):
     (root / "images").mkdir()
     rng = np.random.default_rng(0)
     for index in range(4):
-        Image.fromarray(rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)).save(root / f"images/{index}.png")
+        pixels = rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"images/{index}.png")
     understanding = [
         {
             "messages": [
@@ -290,7 +293,8 @@ def killed_and_resumed(checkpoint_dir, data_dir, tmp_path_factory):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     process.stderr.close()
-    last = max(int(path.name.split("-")[1]) for path in killed.glob("checkpoint-*") if (path / "manifest.json").exists())
+    complete = [path for path in killed.glob("checkpoint-*") if (path / "manifest.json").exists()]
+    last = max(int(path.name.split("-")[1]) for path in complete)
     end = last + 2
     resumed = _run([*command, "--max_steps", str(end), "--resume_from_checkpoint", "latest"])
 
@@ -310,7 +314,8 @@ def test_killed_run_resumes_bit_identical(killed_and_resumed, checkpoint_dir):
     # The resumed steps did train (the weights moved past the checkpoint's), and they trained the stage's parts.
     at_checkpoint = _weights(run["killed"] / f"checkpoint-{run['last']}")
     moved = {name for name in at_checkpoint if not torch.equal(at_checkpoint[name], resumed[name])}
-    assert any(name.startswith("model.gen_head.") for name in moved) and any(name.startswith("lm_head") for name in moved)
+    assert any(name.startswith("model.gen_head.") for name in moved)
+    assert any(name.startswith("lm_head") for name in moved)
     assert not any(name.startswith("model.vq_model.") for name in moved)
     # Both runs trained on the same records step by step (the killed run's log also holds the steps it repeated).
     by_step = lambda rows: {(row["step"], row["micro_batch"]): row["record_ids"] for row in rows}
@@ -410,3 +415,56 @@ def test_two_processes_match_one_process_with_the_same_global_batch(killed_and_r
     # Measured 0.0 (two summands, the loss scaled by 2 and averaged by 2: exact in fp32); the bound allows another
     # reduction order. A wrong normalisation or a schedule stepped per process moves weights by ~1e-3 here.
     assert max_diff <= 1e-6
+
+
+# Arguments
+
+
+def _train_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("janus_pro_train", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_yaml_config_sets_defaults_and_the_command_line_wins():
+    train = _train_module()
+    parser = train.make_parser()
+    required = ["--model_name_or_path", "m", "--output_dir", "o", "--text_data", "t.jsonl"]
+    model_args, data_args, training_args = parser.parse_args_and_config(
+        [*required, "--config", str(REPO / "training" / "configs" / "stage1.yaml"), "--learning_rate", "5e-4",
+         "--mix_ratio", "1:1:2", "--trainable_modules", "model.gen_head.", "lm_head."]
+    )
+    stage, learning_rate, warmup_steps, max_steps, mix_ratio = train.stage_settings(data_args, training_args)
+    assert (stage.stage, learning_rate, warmup_steps, max_steps, mix_ratio) == (1, 5e-4, 600, 20000, "1:1:2")
+    assert (training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps) == (8, 4)
+    assert model_args.trainable_modules == ["model.gen_head.", "lm_head."]
+    # Without a config, `--stage` alone gives the paper's values.
+    _, data_args, training_args = train.make_parser().parse_args_and_config([*required, "--stage", "2"])
+    assert train.stage_settings(data_args, training_args)[1:] == (1e-4, 5000, 360000, (2, 3, 5))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--per_device_train_batch_size", "0"], "`--per_device_train_batch_size` must be at least 1, got 0"),
+        (["--report_to", "tensorbored"], r"`--report_to` \['tensorbored'\] unknown"),
+        (["--mixed_precision", "fp8"], "`--mixed_precision` must be no, bf16 or fp16, got 'fp8'"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(arguments, message):
+    train = _train_module()
+    parsed = train.make_parser().parse_args_and_config(
+        ["--model_name_or_path", "m", "--output_dir", "o", "--text_data", "t.jsonl", *arguments]
+    )
+    with pytest.raises(ValueError, match=message):
+        train.check_arguments(*parsed)
+
+
+def test_no_data_is_refused():
+    train = _train_module()
+    parsed = train.make_parser().parse_args_and_config(["--model_name_or_path", "m", "--output_dir", "o"])
+    with pytest.raises(ValueError, match="No training data"):
+        train.check_arguments(*parsed)

@@ -162,7 +162,9 @@ class StepBatches:
 
         micro_batches = []
         for accumulation_index in range(self.accumulation_steps):
-            items = self.mixer.micro_batch(step, self.rank, self.world_size, accumulation_index, self.accumulation_steps)
+            items = self.mixer.micro_batch(
+                step, self.rank, self.world_size, accumulation_index, self.accumulation_steps
+            )
             samples = [
                 self.encoder.encode(
                     self.datasets_by_kind[item.kind][item.index],
@@ -197,6 +199,21 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         )
 
 
+def stage_settings(data_args: DataArguments, training_args: StageTrainingArguments):
+    """The stage's defaults (SPEC §5) where the arguments leave a value unset: (stage, learning rate, warm-up steps,
+    max steps, mix ratio)."""
+    from transformers_janus.training.stages import get_stage
+
+    stage = get_stage(training_args.stage)
+    return (
+        stage,
+        training_args.learning_rate if training_args.learning_rate is not None else stage.learning_rate,
+        training_args.warmup_steps if training_args.warmup_steps is not None else stage.warmup_steps,
+        training_args.max_steps if training_args.max_steps is not None else stage.paper_max_steps,
+        data_args.mix_ratio if data_args.mix_ratio is not None else stage.mix_ratio,
+    )
+
+
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: StageTrainingArguments):
     import json
     import logging
@@ -227,14 +244,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     )
     from transformers_janus.training.mixing import RatioMixer
     from transformers_janus.training.optimization import create_optimizer_and_scheduler, training_step
-    from transformers_janus.training.stages import apply_freeze_policy, get_stage
+    from transformers_janus.training.stages import apply_freeze_policy
 
     check_arguments(model_args, data_args, training_args)
-    stage = get_stage(training_args.stage)
-    learning_rate = training_args.learning_rate if training_args.learning_rate is not None else stage.learning_rate
-    warmup_steps = training_args.warmup_steps if training_args.warmup_steps is not None else stage.warmup_steps
-    max_steps = training_args.max_steps if training_args.max_steps is not None else stage.paper_max_steps
-    mix_ratio = data_args.mix_ratio if data_args.mix_ratio is not None else stage.mix_ratio
+    stage, learning_rate, warmup_steps, max_steps, mix_ratio = stage_settings(data_args, training_args)
 
     # Set up the accelerator. Parts without a gradient in a micro-batch (the understanding adaptor when it holds no
     # image; SigLIP in stage III) make DDP's reducer wait forever unless it looks for unused parameters. The scheduler
@@ -253,9 +266,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     for backend, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DEEPSPEED", "ACCELERATE_USE_DEEPSPEED")):
         if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type.name != backend:
             raise ValueError(
-                f"The Accelerate config asks for {backend}, but the accelerator runs {accelerator.distributed_type.name}"
-                f" (Accelerate runs {backend} only on GPUs; on CPU it would fall back to DDP without saying so). Use "
-                "training/configs/accelerate/multi_gpu.yaml or torchrun on CPU."
+                f"The Accelerate config asks for {backend}, but the accelerator runs "
+                f"{accelerator.distributed_type.name} (Accelerate runs {backend} only on GPUs; on CPU it would fall "
+                "back to DDP without saying so). On CPU launch with torchrun (DDP over gloo)."
             )
     if accelerator.num_processes != world_size:
         raise ValueError(
@@ -309,9 +322,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     vq_codes = None
     if "generation" in datasets_by_kind:
         vq_model = model.model.vq_model.to(accelerator.device)
-        vq_codes = VQCodeCache(
-            model, processor.image_processor, data_args.vq_cache_dir or os.path.join(training_args.output_dir, "vq_codes")
-        )
+        cache_dir = data_args.vq_cache_dir or os.path.join(training_args.output_dir, "vq_codes")
+        vq_codes = VQCodeCache(model, processor.image_processor, cache_dir)
         with accelerator.main_process_first():
             encoded = vq_codes.precompute(datasets_by_kind["generation"]["image"])
         if encoded:
@@ -377,13 +389,15 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     window = torch.zeros(3, device=accelerator.device)  # text loss, image loss, real tokens since the last log
     samples_log = None
     if data_args.log_samples:
-        os.makedirs(os.path.join(training_args.output_dir, "samples"), exist_ok=True)
-        samples_log = open(os.path.join(training_args.output_dir, "samples", f"rank-{accelerator.process_index}.jsonl"), "a")
+        samples_path = os.path.join(training_args.output_dir, "samples", f"rank-{accelerator.process_index}.jsonl")
+        os.makedirs(os.path.dirname(samples_path), exist_ok=True)
+        samples_log = open(samples_path, "a")
     for step, micro_batches in zip(range(start_step, max_steps), step_loader):
         metas = [batch.pop("meta") for batch in micro_batches]
         if samples_log is not None:
             for index, meta in enumerate(metas):
-                samples_log.write(json.dumps({"step": step, "micro_batch": index, "record_ids": meta["record_ids"]}) + "\n")
+                row = {"step": step, "micro_batch": index, "record_ids": meta["record_ids"]}
+                samples_log.write(json.dumps(row) + "\n")
             samples_log.flush()
         output = training_step(
             accelerator, model, optimizer, scheduler, micro_batches, max_grad_norm=training_args.max_grad_norm
