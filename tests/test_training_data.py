@@ -77,7 +77,8 @@ def test_directory_read_by_load_dataset(data_dir):
     folder = data_dir / "gen_folder"
     folder.mkdir()
     shutil.copy(data_dir / "images" / "vq.png", folder / "cat.png")
-    write_jsonl(folder / "train.jsonl", [{"caption": "a cat", "image": "cat.png"}, {"caption": "a dog", "image": "x.png"}])
+    records = [{"caption": "a cat", "image": "cat.png"}, {"caption": "a dog", "image": "x.png"}]
+    write_jsonl(folder / "train.jsonl", records)
     dataset = load_samples(folder, "generation")
     assert dataset["record_id"] == ["gen_folder[0]", "gen_folder[1]"]
     assert dataset["image"] == [str(folder / "cat.png"), str(folder / "x.png")]
@@ -183,14 +184,12 @@ def test_generation_sample_layout_codes_and_cfg_drop(processor, model, data_dir)
 
     # p = 0.5: the drop is a function of the per-sample generator, the same on every call.
     half = JanusProSampleEncoder(processor, 512, vq_codes=cache, cfg_drop_prob=0.5)
-    decisions = [
-        bool((half.encode(record, generator=sample_generator(7, 3, position))["input_ids"][1] == processor.pad_token_id))
-        for position in range(64)
-    ]
-    again = [
-        bool((half.encode(record, generator=sample_generator(7, 3, position))["input_ids"][1] == processor.pad_token_id))
-        for position in range(64)
-    ]
+    def dropped_at(position):
+        ids = half.encode(record, generator=sample_generator(7, 3, position))["input_ids"]
+        return bool(ids[1] == processor.pad_token_id)
+
+    decisions = [dropped_at(position) for position in range(64)]
+    again = [dropped_at(position) for position in range(64)]
     expected_decisions = [bool(torch.rand((), generator=sample_generator(7, 3, p)) < 0.5) for p in range(64)]
     assert decisions == again == expected_decisions
     assert 16 < sum(decisions) < 48  # both outcomes occur (binomial(64, 0.5): outside this range p < 1e-4)

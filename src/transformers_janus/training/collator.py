@@ -6,7 +6,8 @@ Public API (names are stable; `training/train.py` builds on them):
 - `JanusProDataCollator(pad_token_id, max_length=None, packing=False, pad_to_multiple_of=None)`: called on a list of
   encoded samples, returns the model inputs `input_ids`, `labels`, `image_token_ids`, `image_labels`,
   `attention_mask` (unpacked) or `position_ids` (packed), `pixel_values` (when a sample has images), and `meta`, a
-  dict the loop pops before the forward: `record_ids` and `kinds` (row-major sample order), `num_tokens`,
+  dict the loop pops before the forward: `record_ids`, `kinds` and `spans` (`(row, start, length)`) of the samples
+  in row-major order, `num_tokens`,
   `num_real_tokens`, `packing_efficiency`, `num_text_targets`, `num_image_targets`.
 - `pack_lengths(lengths, max_length) -> list[list[int]]`: which samples share a row.
 - `packing_efficiency(lengths, max_length, batch_size) -> dict`: real / padded tokens of packed and right-padded
@@ -127,7 +128,7 @@ class JanusProDataCollator:
         batch = {key: torch.full((len(rows), row_length), value, dtype=torch.long) for key, value in fill.items()}
         position_ids = torch.zeros(len(rows), row_length, dtype=torch.long)
         attention_mask = torch.zeros(len(rows), row_length, dtype=torch.long)
-        pixel_values, record_ids, kinds = [], [], []
+        pixel_values, record_ids, kinds, spans = [], [], [], []
         for row, indices in enumerate(rows):
             start = 0
             for index in indices:
@@ -140,6 +141,7 @@ class JanusProDataCollator:
                     pixel_values.append(sample["pixel_values"])
                 record_ids.append(sample.get("record_id"))
                 kinds.append(sample.get("kind"))
+                spans.append((row, start, length))
                 start += length
             position_ids[row, start:] = torch.arange(row_length - start)  # tail padding: its own "sample"
 
@@ -153,6 +155,7 @@ class JanusProDataCollator:
         batch["meta"] = {
             "record_ids": record_ids,
             "kinds": kinds,
+            "spans": spans,
             "num_tokens": len(rows) * row_length,
             "num_real_tokens": num_real_tokens,
             "packing_efficiency": num_real_tokens / (len(rows) * row_length),

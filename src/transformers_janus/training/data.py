@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 import PIL.Image
 import torch
 from safetensors.torch import load_file, save_file
@@ -132,7 +131,7 @@ def _normalize_record(raw, kind: str, record_id: str, base_dir: Path | None) -> 
 
 
 def _read_jsonl(path: Path, kind: str) -> list[dict]:
-    """Records of a JSONL file with `"name.jsonl:LINE"` ids; a line that is not JSON becomes a record with its problem."""
+    """Records of a JSONL file, ids `"name.jsonl:LINE"`; a line that is not JSON becomes a record with its problem."""
     records = []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -268,20 +267,26 @@ class VQCodeCache:
                 codes[index] = load_file(file)["codes"]
             else:
                 missing.append(index)
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start : start + batch_size]
-            images = [_open_image(image_paths[index]) for index in chunk]
-            pixel_values = self.image_processor.preprocess_for_generation(images, size=self.size).pixel_values
-            pixel_values = pixel_values.to(self.vq_model.device)
-            encoded = self.model.encode_image_tokens(pixel_values).reshape(len(chunk), -1).cpu().to(torch.long)
-            self.num_encoded += len(chunk)
-            for index, row in zip(chunk, encoded):
-                codes[index] = row.clone()
-                self._write(files[index], codes[index])
+        vq_model = self.vq_model
+        was_training = vq_model.training
+        vq_model.eval()  # codes must not depend on the training loop's mode
+        try:
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                images = [_open_image(image_paths[index]) for index in chunk]
+                pixel_values = self.image_processor.preprocess_for_generation(images, size=self.size).pixel_values
+                pixel_values = pixel_values.to(vq_model.device)
+                encoded = self.model.encode_image_tokens(pixel_values).reshape(len(chunk), -1).cpu().to(torch.long)
+                self.num_encoded += len(chunk)
+                for index, row in zip(chunk, encoded):
+                    codes[index] = row.clone()
+                    self._write(files[index], codes[index])
+        finally:
+            vq_model.train(was_training)
         return codes
 
     def precompute(self, image_paths: list[str], batch_size: int = 16) -> int:
-        """Fill the cache for `image_paths` (e.g. on the main process before training); returns how many were encoded."""
+        """Fill the cache for `image_paths` (e.g. on the main process before training); returns how many it encoded."""
         before = self.num_encoded
         unique = sorted(set(image_paths))
         for start in range(0, len(unique), 1024):
@@ -363,7 +368,9 @@ class JanusProSampleEncoder:
     # understanding / text
 
     def _render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        return self.processor.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
 
     def _chat_segments(self, messages: list[dict]) -> list[tuple[str, bool]]:
         """The rendered conversation cut into (text, is_answer) segments; an answer is ` {content}<eos>`."""
@@ -501,9 +508,8 @@ class JanusProSampleEncoder:
                     f"num_image_tokens={self.num_image_tokens}; use the processor and model of one checkpoint"
                 )
             ignore_prompt = torch.full_like(prompt_ids, IGNORE_INDEX)
-            input_ids = torch.cat(
-                [prompt_ids, torch.full_like(codes, self.processor.pad_token_id), torch.tensor([self.processor.eoi_token_id])]
-            )
+            image_positions = torch.full_like(codes, self.processor.pad_token_id)
+            input_ids = torch.cat([prompt_ids, image_positions, torch.tensor([self.processor.eoi_token_id])])
             image_token_ids = torch.cat([ignore_prompt, codes, torch.tensor([IGNORE_INDEX])])
             return {
                 "input_ids": input_ids,

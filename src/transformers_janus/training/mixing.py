@@ -19,7 +19,6 @@ and micro-batch. One process with `A * W` accumulation steps therefore sees, mic
 chunks W processes with A accumulation steps see together.
 """
 
-import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -132,15 +131,21 @@ class RatioMixer:
             for j in range(self.counts[kind])
         ]
         self._layout = [(kind, j) for _, _, kind, j in sorted(slots)]
+        self._permutations: dict[tuple[str, int], torch.Tensor] = {}
 
     @property
     def ratio_string(self) -> str:
         return ":".join(f"{value:g}" for value in self.ratio.values())
 
-    @functools.lru_cache(maxsize=16)
     def _permutation(self, kind: str, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(_seed_for(self.seed, kind, epoch))
-        return torch.randperm(self.dataset_sizes[kind], generator=generator)
+        """The order of `kind`'s records in `epoch`, drawn from (seed, kind, epoch); the last few are kept."""
+        key = (kind, epoch)
+        if key not in self._permutations:
+            if len(self._permutations) >= 8:
+                self._permutations.pop(next(iter(self._permutations)))
+            generator = torch.Generator().manual_seed(_seed_for(self.seed, kind, epoch))
+            self._permutations[key] = torch.randperm(self.dataset_sizes[kind], generator=generator)
+        return self._permutations[key]
 
     def _index(self, kind: str, sample_number: int) -> int:
         epoch, offset = divmod(sample_number, self.dataset_sizes[kind])
