@@ -218,6 +218,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     import json
     import logging
     import os
+    import time
     from dataclasses import asdict
 
     import torch
@@ -290,7 +291,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         "text": data_args.text_data,
         "generation": data_args.generation_data,
     }
-    datasets_by_kind = {kind: load_samples(source, kind) for kind, source in sources.items() if source}
+    with accelerator.main_process_first():  # the main process fills the datasets cache, the others read it
+        datasets_by_kind = {kind: load_samples(source, kind) for kind, source in sources.items() if source}
     checking_encoder = JanusProSampleEncoder(processor, data_args.max_length, cfg_drop_prob=data_args.cfg_drop_prob)
     datasets_by_kind = check_samples(datasets_by_kind, checking_encoder, on_bad_sample=data_args.on_bad_sample)
     per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
@@ -314,7 +316,6 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         f"Stage {stage.stage}: training {trainable_modules} ({len(trainable)} tensors, {num_trainable:,} parameters)",
         main_process_only=True,
     )
-    model.config.use_cache = False
     if model_args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -385,7 +386,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         total=max_steps, initial=start_step, desc=f"stage {stage.stage}", disable=not accelerator.is_local_main_process
     )
     logged = {"text_loss": 0.0, "image_loss": 0.0, "num_real_tokens": 0}
-    last_logged = start_step
+    last_logged, last_logged_time = start_step, time.perf_counter()
     window = torch.zeros(3, device=accelerator.device)  # text loss, image loss, real tokens since the last log
     samples_log = None
     if data_args.log_samples:
@@ -409,13 +410,15 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         progress.update(1)
         if done % training_args.logging_steps == 0 or done == max_steps:
             steps_in_window, last_logged = done - last_logged, done
+            now = time.perf_counter()
+            seconds, last_logged_time = now - last_logged_time, now
             totals = accelerator.reduce(window, reduction="sum").tolist()
             logged = {
                 "text_loss": totals[0] / steps_in_window,
                 "image_loss": totals[1] / steps_in_window,
                 "num_real_tokens": int(totals[2]),
             }
-            logs = {**logged, "learning_rate": scheduler.get_last_lr()[0]}
+            logs = {**logged, "learning_rate": scheduler.get_last_lr()[0], "tokens_per_second": totals[2] / seconds}
             if output.grad_norm is not None:
                 logs["grad_norm"] = float(output.grad_norm)
             progress.set_postfix(text_loss=f"{logged['text_loss']:.4f}", image_loss=f"{logged['image_loss']:.4f}")
@@ -435,8 +438,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     # Save the final model and processor (loadable by from_pretrained, the chat pipeline and JanusProImagePipeline)
     save_final_model(accelerator, model, processor, training_args.output_dir)
     if accelerator.is_main_process:
-        with open(os.path.join(training_args.output_dir, "train_results.json"), "w") as file:
+        results_path = os.path.join(training_args.output_dir, "train_results.json")
+        with open(results_path + ".tmp", "w") as file:
             json.dump({"step": max_steps, **logged}, file, indent=2)
+        os.replace(results_path + ".tmp", results_path)
     accelerator.end_training()
 
 
