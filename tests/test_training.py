@@ -304,7 +304,7 @@ def killed_and_resumed(checkpoint_dir, data_dir, tmp_path_factory):
     return {"killed": killed, "straight": straight, "last": last, "end": end, "resumed_log": resumed.stderr}
 
 
-def test_killed_run_resumes_bit_identical(killed_and_resumed, checkpoint_dir):
+def test_killed_run_resumes_bit_identical(killed_and_resumed):
     run = killed_and_resumed
     assert f"checkpoint-{run['last']} at step {run['last']}" in run["resumed_log"]
     resumed, straight = _weights(run["killed"]), _weights(run["straight"])
