@@ -5,7 +5,8 @@ The parity oracle of text-to-image decoding: DeepSeek's loop (`generate` in deep
 `tests/test_image_generation.py::test_reference_loop_reproduces_deepseeks_golden_tokens_and_logits` anchors it to
 the golden fixture (tokens and logits DeepSeek's own code produced), so "identical to the reference" in the tests and
 in `benchmarks/bench_generate.py` (which imports this file) means identical to DeepSeek's numbers. It deliberately
-uses the submodules (`gen_head`, `gen_aligner(gen_embed(...))`) and not the model's generation code, which is what it checks.
+uses the submodules (`gen_head`, `gen_aligner(gen_embed(...))`) and not the model's generation code, which is what
+it checks.
 """
 
 import torch
