@@ -66,7 +66,8 @@ def test_prepacked_weights_keep_the_reference_greedy_tokens(model, golden, promp
         prompt_rows, top_k=1, output_logits=True, prepack_weights=True, cache_implementation=cache_implementation
     )
     assert output.image_tokens.tolist() == golden["gen.greedy_image_tokens"].tolist()
-    torch.testing.assert_close(output.logits[0], golden["gen.cfg_logits_sample0"], atol=1e-4, rtol=0)
+    # the fp32 bound of tests/fixtures/README.md: measured 8.6e-7
+    torch.testing.assert_close(output.logits[0], golden["gen.cfg_logits_sample0"], atol=1e-5, rtol=0)
 
 
 def test_prepacked_weights_share_the_model_and_leave_it_unchanged(model, prompt_rows):
@@ -168,4 +169,5 @@ def test_peft_models_decode_on_the_fast_path_and_prepacking_refuses_them_by_name
         wrapped.generate_images(prompt_rows, top_k=1, prepack_weights=True)
     merged = wrapped.merge_and_unload()
     prepacked = merged.generate_images(prompt_rows, top_k=1, output_logits=True, prepack_weights=True)
-    torch.testing.assert_close(prepacked.logits, default.logits, atol=1e-4, rtol=0)
+    # merged weights W + BA round differently from the separate LoRA product: measured 1.0-1.2e-6
+    torch.testing.assert_close(prepacked.logits, default.logits, atol=2e-5, rtol=0)
