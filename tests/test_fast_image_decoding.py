@@ -27,7 +27,9 @@ def sampled(model, batch, mask=None, seeds=(5, 6), **kwargs):
 
 @pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
 def test_fast_decoding_computes_what_the_default_path_computes(model, left_padded_image_prompts, cache_implementation):
-    batch, mask, _ = left_padded_image_prompts
+    from reference import reference_generate
+
+    batch, mask, prompts = left_padded_image_prompts
     default_greedy = model.generate_images(batch, attention_mask=mask, top_k=1, output_logits=True)
     fast_greedy = model.generate_images(
         batch, attention_mask=mask, top_k=1, output_logits=True, fast_decoding=True,
@@ -35,6 +37,8 @@ def test_fast_decoding_computes_what_the_default_path_computes(model, left_padde
     )
     assert torch.equal(fast_greedy.image_tokens, default_greedy.image_tokens)
     assert torch.equal(fast_greedy.logits, default_greedy.logits)  # in-place cache + direct layers: bit for bit
+    for row, prompt in enumerate(prompts):  # and the tokens are DeepSeek's loop's on each prompt alone
+        assert fast_greedy.image_tokens[row].tolist() == reference_generate(model, prompt, 1, greedy=True)[0].tolist()
     default_sampled = sampled(model, batch, mask)
     fast_sampled = sampled(model, batch, mask, fast_decoding=True, cache_implementation=cache_implementation)
     assert torch.equal(fast_sampled.image_tokens, default_sampled.image_tokens)
