@@ -2,10 +2,11 @@
 The parity oracle of text-to-image decoding: DeepSeek's loop (`generate` in deepseek-ai/Janus
 `generation_inference.py`, SPEC §4) re-implemented on our model's submodules, step for step.
 
-`tests/test_reference.py` anchors it to the golden fixture (tokens and logits DeepSeek's own code produced), so
-"identical to the reference" in the tests and in `benchmarks/bench_generate.py` (which imports this file) means
-identical to DeepSeek's numbers. It deliberately uses the submodules (`gen_head`, `gen_aligner(gen_embed(...))`) and
-not the model's generation code, which is what it checks.
+`tests/test_image_generation.py::test_reference_loop_reproduces_deepseeks_golden_tokens_and_logits` anchors it to
+the golden fixture (tokens and logits DeepSeek's own code produced), so "identical to the reference" in the tests and
+in `benchmarks/bench_generate.py` (which imports this file) means identical to DeepSeek's numbers. It deliberately
+uses the submodules (`gen_head`, `gen_aligner(gen_embed(...))`) and not the model's generation code, which is what
+it checks.
 """
 
 import torch

@@ -25,11 +25,25 @@ def test_chat_streams_the_greedy_answer(checkpoint_dir, fixture_dir, golden_meta
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_chat_in_half_precision(checkpoint_dir, fixture_dir, dtype):
-    result = run_cli("chat", "--model", checkpoint_dir, "--image", fixture_dir / "und_image.png", "Hi?",
-                     "--max-new-tokens", 4, "--dtype", dtype)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+def test_chat_in_half_precision_gives_the_reference_answer(checkpoint_dir, fixture_dir, golden_meta, dtype, capsys,
+                                                           monkeypatch):
+    """Half-precision greedy answer tokens equal the fp32 golden ones on the fixture (tests/fixtures/README.md)."""
+    from transformers_janus import cli
+
+    loaded_dtypes = []
+    load = cli.load_model_and_processor
+
+    def recording_load(*args, **kwargs):
+        model, processor = load(*args, **kwargs)
+        loaded_dtypes.append(model.dtype)
+        return model, processor
+
+    monkeypatch.setattr(cli, "load_model_and_processor", recording_load)
+    returncode, out, err = run_main(capsys, "chat", "--model", checkpoint_dir, "--image", fixture_dir / "und_image.png",
+                                    golden_meta["und_question"], "--max-new-tokens", 12, "--dtype", dtype)
+    assert returncode == 0, err
+    assert [str(d) for d in loaded_dtypes] == [f"torch.{dtype}"]
+    assert out.strip() == golden_meta["und_greedy_text"].strip()
 
 
 def test_chat_reports_a_missing_image(checkpoint_dir, tmp_path):

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 DOCS = Path(__file__).parent.parent / "docs"
 FENCE = re.compile(r"```python\n(.*?)```", re.DOTALL)
@@ -53,6 +54,8 @@ def test_generation_doc_runs(run_doc, tmp_path):
     assert len(namespace["images"]) == 8
     assert type(namespace["generic"]).__name__ == "JanusProImagePipeline"
     assert len(namespace["pictures"]) == 1 and len(namespace["variation"]) == 1
+    assert torch.equal(namespace["fast"].image_tokens, namespace["output"].image_tokens)  # what the Speed section says
+    assert namespace["reason"] is not None or len(namespace["prepacked_images"]) == 1
 
 
 def test_readme_python_blocks_run(run_doc):

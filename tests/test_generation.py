@@ -45,7 +45,9 @@ def test_left_padded_batch_answers_as_each_alone(model, golden, text_only_ids, t
         batch = greedy(model, input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
         for row, i in enumerate(order):
             assert batch[row].tolist() == alone[i].tolist()
-    assert alone[0].tolist()[:NEW_TOKENS] == golden["und.greedy_new_tokens"].tolist()[:NEW_TOKENS]
+        # the image row is the golden conversation: DeepSeek's answer, padded or not
+        assert batch[order.index(0)].tolist() == golden["und.greedy_new_tokens"].tolist()[:NEW_TOKENS]
+    assert alone[0].tolist() == golden["und.greedy_new_tokens"].tolist()[:NEW_TOKENS]
 
 
 def test_batch_with_different_image_counts(model, golden, tokenizer):
@@ -132,7 +134,7 @@ def test_prompt_longer_than_the_context_is_refused(model):
         model.generate(input_ids=fits, max_new_tokens=4)
 
 
-def test_processor_batch_of_conversations_answers_as_each_alone(model, checkpoint_dir, fixture_dir):
+def test_processor_batch_of_conversations_answers_as_each_alone(model, checkpoint_dir, fixture_dir, golden):
     """The harness path: chat template per conversation, one processor call for the batch, one `generate`."""
     from PIL import Image
     from transformers import AutoProcessor
@@ -151,6 +153,8 @@ def test_processor_batch_of_conversations_answers_as_each_alone(model, checkpoin
     for prompt, prompt_images, answer in zip(prompts, images, together):
         alone_inputs = processor(text=[prompt], images=[prompt_images], return_tensors="pt")
         assert greedy(model, **alone_inputs)[0].tolist() == answer.tolist()
+    # the last conversation is the golden one (default system prompt, the fixture image): DeepSeek's answer
+    assert together[2].tolist() == golden["und.greedy_new_tokens"].tolist()[:NEW_TOKENS]
 
 
 def test_image_text_to_text_pipeline_greedy_tokens_match_reference(model, checkpoint_dir, fixture_dir, golden):

@@ -2,8 +2,11 @@
 
 import torch
 
-FEATURE_ATOL = 1e-4
-PIXEL_ATOL = 1e-3
+# ~10x the error measured against the golden fixture (fp32, CPU; table in tests/fixtures/README.md): features and
+# logits up to 9.5e-7, decoded pixels up to 1.8e-5, quantised latents (codebook look-ups) 1.5e-8.
+FEATURE_ATOL = 1e-5
+PIXEL_ATOL = 2e-4
+LATENT_ATOL = 2e-7
 
 
 def understanding_inputs(golden):
@@ -69,6 +72,6 @@ def test_vq_encode_matches_reference(model, golden):
     codes = model.encode_image_tokens(golden["vq.input"])
     assert torch.equal(codes, golden["vq.codes"])
     latents = model.model.get_image_token_latents(codes)
-    torch.testing.assert_close(latents, golden["vq.quant"], atol=FEATURE_ATOL, rtol=0)
+    torch.testing.assert_close(latents, golden["vq.quant"], atol=LATENT_ATOL, rtol=0)
     reconstruction = model.decode_image_tokens(codes)
     torch.testing.assert_close(reconstruction, golden["vq.recon"], atol=PIXEL_ATOL, rtol=0)

@@ -6,6 +6,13 @@ on the tiny fixture model; the end-to-end runs drive `training/train.py` in subp
 
 import copy
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +74,9 @@ def test_stage_freeze_policies_train_what_the_paper_says(tiny_model):
     from transformers_janus.training.stages import STAGES, apply_freeze_policy
 
     model = copy.deepcopy(tiny_model)
-    top = lambda names: sorted({".".join(n.split(".")[:2]) if n.startswith("model.") else n.split(".")[0] for n in names})
+    def top(names):
+        return sorted({".".join(n.split(".")[: 2 if n.startswith("model.") else 1]) for n in names})
+
     trained = {stage: top(apply_freeze_policy(model, STAGES[stage].trainable_modules)) for stage in STAGES}
     assert trained[1] == ["model.aligner", "model.gen_aligner", "model.gen_embed", "model.gen_head"]
     assert trained[2] == [
@@ -171,3 +180,291 @@ def test_accumulated_step_equals_one_batch_and_the_token_mean_loss(tiny_model):
     # Measured: two vs one 4e-8, hand 6e-8 (fp32 summation order); the mean of means is off by 8e-3.
     assert diffs["two"] < 1e-6 and diffs["hand"] < 1e-6, diffs
     assert diffs["mean_of_means"] > 1e-3, diffs
+
+
+# The script, end to end (subprocesses)
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "training" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Four records of each kind; the images are small random pictures of different shapes."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("training-data")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        pixels = rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"images/{index}.png")
+    understanding = [
+        {
+            "messages": [
+                {"role": "user", "content": f"<image_placeholder>\nWhat is picture {index}?"},
+                {"role": "assistant", "content": f"Picture number {index}."},
+            ],
+            "images": [f"images/{index}.png"],
+        }
+        for index in range(4)
+    ]
+    text = [
+        {"messages": [{"role": "user", "content": f"Say {word}."}, {"role": "assistant", "content": f"{word} {word}."}]}
+        for word in ("red", "green", "blue", "cyan")
+    ]
+    generation = [{"caption": f"class {index}", "image": f"images/{index}.png"} for index in range(4)]
+    for name, records in (("understanding", understanding), ("text", text), ("generation", generation)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    return root
+
+
+def _train_command(checkpoint_dir, data_dir, output_dir, *extra: str) -> list[str]:
+    """A tiny stage III run on the fixture: fp32, CPU, 4 samples per step (1:1:2), a warm-up across the resume."""
+    return [
+        str(TRAIN_SCRIPT),
+        "--config", str(REPO / "training" / "configs" / "stage3.yaml"),
+        "--model_name_or_path", str(checkpoint_dir),
+        "--understanding_data", str(data_dir / "understanding.jsonl"),
+        "--text_data", str(data_dir / "text.jsonl"),
+        "--generation_data", str(data_dir / "generation.jsonl"),
+        "--vq_cache_dir", str(data_dir / "vq_codes"),
+        "--output_dir", str(output_dir),
+        "--mix_ratio", "1:1:2",
+        "--max_length", "128",
+        "--learning_rate", "1e-3",
+        "--warmup_steps", "3",
+        "--save_steps", "2",
+        "--logging_steps", "1",
+        "--mixed_precision", "no",
+        "--gradient_checkpointing", "false",
+        "--use_cpu",
+        "--log_samples",
+        *extra,
+    ]
+
+
+def _environment() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _run(command: list[str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*(launcher or [sys.executable]), *command], env=_environment(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def _samples(output_dir, rank: int) -> list[dict]:
+    lines = (Path(output_dir) / "samples" / f"rank-{rank}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(checkpoint_dir, data_dir, tmp_path_factory):
+    """
+    A run killed with SIGKILL right after its step-2 checkpoint, resumed with `latest` to step 2 steps later; and the
+    uninterrupted run of that length (one process, micro-batches of 2 samples, 2 accumulation steps).
+    """
+    killed = tmp_path_factory.mktemp("killed")
+    command = _train_command(
+        checkpoint_dir, data_dir, killed, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"
+    )
+    process = subprocess.Popen(
+        [sys.executable, *command, "--max_steps", "1000"], env=_environment(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (killed / "checkpoint-2" / "manifest.json").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run ended or hung before its first checkpoint: {process.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    complete = [path for path in killed.glob("checkpoint-*") if (path / "manifest.json").exists()]
+    last = max(int(path.name.split("-")[1]) for path in complete)
+    end = last + 2
+    resumed = _run([*command, "--max_steps", str(end), "--resume_from_checkpoint", "latest"])
+
+    straight = tmp_path_factory.mktemp("straight")
+    _run([*_train_command(checkpoint_dir, data_dir, straight, "--per_device_train_batch_size", "2",
+                          "--gradient_accumulation_steps", "2"), "--max_steps", str(end)])
+    return {"killed": killed, "straight": straight, "last": last, "end": end, "resumed_log": resumed.stderr}
+
+
+def test_killed_run_resumes_bit_identical(killed_and_resumed):
+    run = killed_and_resumed
+    assert f"checkpoint-{run['last']} at step {run['last']}" in run["resumed_log"]
+    resumed, straight = _weights(run["killed"]), _weights(run["straight"])
+    assert resumed.keys() == straight.keys()
+    different = [name for name in straight if not torch.equal(resumed[name], straight[name])]
+    assert different == []
+    # The resumed steps did train (the weights moved past the checkpoint's), and they trained the stage's parts.
+    at_checkpoint = _weights(run["killed"] / f"checkpoint-{run['last']}")
+    moved = {name for name in at_checkpoint if not torch.equal(at_checkpoint[name], resumed[name])}
+    assert any(name.startswith("model.gen_head.") for name in moved)
+    assert any(name.startswith("lm_head") for name in moved)
+    assert not any(name.startswith("model.vq_model.") for name in moved)
+    # Both runs trained on the same records step by step (the killed run's log also holds the steps it repeated).
+    by_step = lambda rows: {(row["step"], row["micro_batch"]): row["record_ids"] for row in rows}
+    assert by_step(_samples(run["killed"], 0)) == by_step(_samples(run["straight"], 0))
+
+
+def test_final_model_loads_in_the_pipelines(killed_and_resumed):
+    from transformers import pipeline
+
+    from transformers_janus import JanusProForConditionalGeneration, JanusProImagePipeline
+
+    output_dir = killed_and_resumed["straight"]
+    model = JanusProForConditionalGeneration.from_pretrained(output_dir)
+    saved = _weights(output_dir)
+    assert all(torch.equal(tensor, saved[name]) for name, tensor in model.state_dict().items())
+    image_pipeline = JanusProImagePipeline.from_pretrained(output_dir)
+    assert torch.equal(image_pipeline.model.lm_head.weight, saved["lm_head.weight"])
+    chat = pipeline("image-text-to-text", model=str(output_dir))
+    assert torch.equal(chat.model.lm_head.weight, saved["lm_head.weight"])
+
+
+def test_damaged_checkpoints_are_refused_by_name(killed_and_resumed, tmp_path):
+    from accelerate import Accelerator
+
+    from transformers_janus.training.checkpointing import find_latest_checkpoint, load_checkpoint, verify_checkpoint
+
+    source = killed_and_resumed["straight"] / "checkpoint-2"
+    assert verify_checkpoint(source)["step"] == 2
+
+    def damaged(name: str, damage) -> Path:
+        folder = tmp_path / name / "checkpoint-2"
+        shutil.copytree(source, folder)
+        damage(folder)
+        return folder
+
+    def truncate(file):
+        file.write_bytes(file.read_bytes()[:-10])
+
+    def flip_a_byte(file):
+        content = bytearray(file.read_bytes())
+        content[len(content) // 2] ^= 0xFF
+        file.write_bytes(bytes(content))
+
+    cases = {
+        "truncated": (lambda f: truncate(f / "optimizer.bin"), r"optimizer.bin has \d+ bytes, its manifest records"),
+        "altered": (lambda f: flip_a_byte(f / "model.safetensors"), "model.safetensors does not match its checksum"),
+        "missing": (lambda f: (f / "random_states_0.pkl").unlink(), "random_states_0.pkl is missing"),
+        "unfinished": (lambda f: (f / "manifest.json").unlink(), "has no manifest.json: it is incomplete"),
+    }
+    accelerator = Accelerator(cpu=True)
+    for name, (damage, message) in cases.items():
+        folder = damaged(name, damage)
+        with pytest.raises(ValueError, match=message):
+            load_checkpoint(accelerator, folder)
+    # `latest` skips a folder without a manifest (a save that never finished) for the highest complete one.
+    shutil.copytree(source, tmp_path / "unfinished" / "checkpoint-1")
+    assert find_latest_checkpoint(tmp_path / "unfinished") == tmp_path / "unfinished" / "checkpoint-1"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(killed_and_resumed, checkpoint_dir, data_dir,
+                                                                    tmp_path):
+    """
+    `torchrun --nproc_per_node 2` (gloo): each rank trains on its own half of every step (2 samples, 1 micro-batch),
+    and the weights equal the one-process run that takes the same 4 samples as 2 micro-batches of 2.
+    """
+    run = killed_and_resumed
+    two = tmp_path / "two"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(_free_port())]
+    command = _train_command(
+        checkpoint_dir, data_dir, two, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"
+    )
+    _run([*command, "--max_steps", str(run["end"])], launcher=launcher)
+
+    one_process = {(row["step"], row["micro_batch"]): row["record_ids"] for row in _samples(run["straight"], 0)}
+    ranks = [{row["step"]: row["record_ids"] for row in _samples(two, rank)} for rank in (0, 1)]
+    for step in range(run["end"]):
+        assert ranks[0][step] != ranks[1][step]
+        assert [ranks[0][step], ranks[1][step]] == [one_process[step, 0], one_process[step, 1]]
+    # Both processes' RNG states are in the checkpoint, which verifies against its manifest.
+    from transformers_janus.training.checkpointing import verify_checkpoint
+
+    assert verify_checkpoint(two / "checkpoint-2")["step"] == 2
+    assert {path.name for path in (two / "checkpoint-2").glob("random_states_*")} == {
+        "random_states_0.pkl", "random_states_1.pkl"
+    }
+    straight, two_weights = _weights(run["straight"]), _weights(two)
+    max_diff = max((straight[name] - two_weights[name]).abs().max().item() for name in straight)
+    # Measured 0.0 (two summands, the loss scaled by 2 and averaged by 2: exact in fp32); the bound allows another
+    # reduction order. A wrong normalisation or a schedule stepped per process moves weights by ~1e-3 here.
+    assert max_diff <= 1e-6
+
+
+# Arguments
+
+
+def _train_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("janus_pro_train", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_yaml_config_sets_defaults_and_the_command_line_wins():
+    train = _train_module()
+    parser = train.make_parser()
+    required = ["--model_name_or_path", "m", "--output_dir", "o", "--text_data", "t.jsonl"]
+    model_args, data_args, training_args = parser.parse_args_and_config(
+        [*required, "--config", str(REPO / "training" / "configs" / "stage1.yaml"), "--learning_rate", "5e-4",
+         "--mix_ratio", "1:1:2", "--trainable_modules", "model.gen_head.", "lm_head."]
+    )
+    stage, learning_rate, warmup_steps, max_steps, mix_ratio = train.stage_settings(data_args, training_args)
+    assert (stage.stage, learning_rate, warmup_steps, max_steps, mix_ratio) == (1, 5e-4, 600, 20000, "1:1:2")
+    assert (training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps) == (8, 4)
+    assert model_args.trainable_modules == ["model.gen_head.", "lm_head."]
+    # Without a config, `--stage` alone gives the paper's values.
+    _, data_args, training_args = train.make_parser().parse_args_and_config([*required, "--stage", "2"])
+    assert train.stage_settings(data_args, training_args)[1:] == (1e-4, 5000, 360000, (2, 3, 5))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--per_device_train_batch_size", "0"], "`--per_device_train_batch_size` must be at least 1, got 0"),
+        (["--report_to", "tensorbored"], r"`--report_to` \['tensorbored'\] unknown"),
+        (["--mixed_precision", "fp8"], "`--mixed_precision` must be no, bf16 or fp16, got 'fp8'"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(arguments, message):
+    train = _train_module()
+    parsed = train.make_parser().parse_args_and_config(
+        ["--model_name_or_path", "m", "--output_dir", "o", "--text_data", "t.jsonl", *arguments]
+    )
+    with pytest.raises(ValueError, match=message):
+        train.check_arguments(*parsed)
+
+
+def test_no_data_is_refused():
+    train = _train_module()
+    parsed = train.make_parser().parse_args_and_config(["--model_name_or_path", "m", "--output_dir", "o"])
+    with pytest.raises(ValueError, match="No training data"):
+        train.check_arguments(*parsed)

@@ -71,6 +71,9 @@ class DataArguments:
             Where VQ codes of generation images are cached; `OUTPUT_DIR/vq_codes` by default.
         dataloader_num_workers (`int`, *optional*, defaults to 0):
             Processes that encode the next steps' batches while the model trains.
+        log_samples (`bool`, *optional*, defaults to `False`):
+            Write the record ids of every micro-batch to `OUTPUT_DIR/samples/rank-R.jsonl` (what each process trained
+            on, step by step).
     """
 
     understanding_data: str | None = field(default=None, metadata={"help": "Understanding data (JSONL, dir, Hub)."})
@@ -83,6 +86,7 @@ class DataArguments:
     cfg_drop_prob: float = field(default=0.1, metadata={"help": "Caption drop probability for CFG."})
     vq_cache_dir: str | None = field(default=None, metadata={"help": "VQ code cache; OUTPUT_DIR/vq_codes by default."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes encoding batches ahead."})
+    log_samples: bool = field(default=False, metadata={"help": "Record ids per micro-batch to OUTPUT_DIR/samples/."})
 
 
 @dataclass
@@ -158,7 +162,9 @@ class StepBatches:
 
         micro_batches = []
         for accumulation_index in range(self.accumulation_steps):
-            items = self.mixer.micro_batch(step, self.rank, self.world_size, accumulation_index, self.accumulation_steps)
+            items = self.mixer.micro_batch(
+                step, self.rank, self.world_size, accumulation_index, self.accumulation_steps
+            )
             samples = [
                 self.encoder.encode(
                     self.datasets_by_kind[item.kind][item.index],
@@ -193,12 +199,30 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         )
 
 
+def stage_settings(data_args: DataArguments, training_args: StageTrainingArguments):
+    """The stage's defaults (SPEC §5) where the arguments leave a value unset: (stage, learning rate, warm-up steps,
+    max steps, mix ratio)."""
+    from transformers_janus.training.stages import get_stage
+
+    stage = get_stage(training_args.stage)
+    return (
+        stage,
+        training_args.learning_rate if training_args.learning_rate is not None else stage.learning_rate,
+        training_args.warmup_steps if training_args.warmup_steps is not None else stage.warmup_steps,
+        training_args.max_steps if training_args.max_steps is not None else stage.paper_max_steps,
+        data_args.mix_ratio if data_args.mix_ratio is not None else stage.mix_ratio,
+    )
+
+
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: StageTrainingArguments):
     import json
+    import logging
     import os
+    import time
     from dataclasses import asdict
 
     import torch
+    import transformers
     from accelerate import Accelerator
     from accelerate.logging import get_logger
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
@@ -210,6 +234,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         resolve_checkpoint,
         save_checkpoint,
         save_final_model,
+        separate_shared_storage,
     )
     from transformers_janus.training.collator import JanusProDataCollator
     from transformers_janus.training.data import (
@@ -220,17 +245,14 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     )
     from transformers_janus.training.mixing import RatioMixer
     from transformers_janus.training.optimization import create_optimizer_and_scheduler, training_step
-    from transformers_janus.training.stages import apply_freeze_policy, get_stage
+    from transformers_janus.training.stages import apply_freeze_policy
 
     check_arguments(model_args, data_args, training_args)
-    stage = get_stage(training_args.stage)
-    learning_rate = training_args.learning_rate if training_args.learning_rate is not None else stage.learning_rate
-    warmup_steps = training_args.warmup_steps if training_args.warmup_steps is not None else stage.warmup_steps
-    max_steps = training_args.max_steps if training_args.max_steps is not None else stage.paper_max_steps
-    mix_ratio = data_args.mix_ratio if data_args.mix_ratio is not None else stage.mix_ratio
+    stage, learning_rate, warmup_steps, max_steps, mix_ratio = stage_settings(data_args, training_args)
 
     # Set up the accelerator. Parts without a gradient in a micro-batch (the understanding adaptor when it holds no
-    # image; SigLIP in stage III) make DDP's reducer wait forever unless it looks for unused parameters.
+    # image; SigLIP in stage III) make DDP's reducer wait forever unless it looks for unused parameters. The scheduler
+    # counts optimizer steps: Accelerate would otherwise step it once per process at each step.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cpu = training_args.use_cpu or (world_size > 1 and not torch.cuda.is_available())
     report_to = [name for name in training_args.report_to if name != "none"]
@@ -239,13 +261,26 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         mixed_precision=training_args.mixed_precision,
         log_with=report_to or None,
         project_dir=training_args.output_dir,
+        step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    for backend, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DEEPSPEED", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type.name != backend:
+            raise ValueError(
+                f"The Accelerate config asks for {backend}, but the accelerator runs "
+                f"{accelerator.distributed_type.name} (Accelerate runs {backend} only on GPUs; on CPU it would fall "
+                "back to DDP without saying so). On CPU launch with torchrun (DDP over gloo)."
+            )
     if accelerator.num_processes != world_size:
         raise ValueError(
             f"The launcher started {world_size} processes but the accelerator joined {accelerator.num_processes}; "
             "on CPU launch with `torchrun --nproc_per_node N` (or pass `--use_cpu`)."
         )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        transformers.utils.logging.set_verbosity_error()
     logger = get_logger(__name__)
     set_seed(training_args.seed)
 
@@ -256,7 +291,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         "text": data_args.text_data,
         "generation": data_args.generation_data,
     }
-    datasets_by_kind = {kind: load_samples(source, kind) for kind, source in sources.items() if source}
+    with accelerator.main_process_first():  # the main process fills the datasets cache, the others read it
+        datasets_by_kind = {kind: load_samples(source, kind) for kind, source in sources.items() if source}
     checking_encoder = JanusProSampleEncoder(processor, data_args.max_length, cfg_drop_prob=data_args.cfg_drop_prob)
     datasets_by_kind = check_samples(datasets_by_kind, checking_encoder, on_bad_sample=data_args.on_bad_sample)
     per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
@@ -272,6 +308,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     if model_args.attn_implementation is not None:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
     model = JanusProForConditionalGeneration.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    separate_shared_storage(model)
     trainable_modules = model_args.trainable_modules or stage.trainable_modules
     trainable = apply_freeze_policy(model, trainable_modules)
     num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -279,7 +316,6 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         f"Stage {stage.stage}: training {trainable_modules} ({len(trainable)} tensors, {num_trainable:,} parameters)",
         main_process_only=True,
     )
-    model.config.use_cache = False
     if model_args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -287,9 +323,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     vq_codes = None
     if "generation" in datasets_by_kind:
         vq_model = model.model.vq_model.to(accelerator.device)
-        vq_codes = VQCodeCache(
-            model, processor.image_processor, data_args.vq_cache_dir or os.path.join(training_args.output_dir, "vq_codes")
-        )
+        cache_dir = data_args.vq_cache_dir or os.path.join(training_args.output_dir, "vq_codes")
+        vq_codes = VQCodeCache(model, processor.image_processor, cache_dir)
         with accelerator.main_process_first():
             encoded = vq_codes.precompute(datasets_by_kind["generation"]["image"])
         if encoded:
@@ -301,6 +336,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     collator = JanusProDataCollator(processor.pad_token_id, max_length=data_args.max_length, packing=data_args.packing)
 
     optimizer, scheduler = create_optimizer_and_scheduler(model, learning_rate, warmup_steps)
+    if accelerator.state.deepspeed_plugin is not None:  # no prepared dataloader to read the micro-batch size from
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            training_args.per_device_train_batch_size
+        )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # Resume: weights, optimizer, scheduler, RNGs; the step is the data position
@@ -347,10 +386,20 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         total=max_steps, initial=start_step, desc=f"stage {stage.stage}", disable=not accelerator.is_local_main_process
     )
     logged = {"text_loss": 0.0, "image_loss": 0.0, "num_real_tokens": 0}
-    last_logged = start_step
+    last_logged, last_logged_time = start_step, time.perf_counter()
     window = torch.zeros(3, device=accelerator.device)  # text loss, image loss, real tokens since the last log
+    samples_log = None
+    if data_args.log_samples:
+        samples_path = os.path.join(training_args.output_dir, "samples", f"rank-{accelerator.process_index}.jsonl")
+        os.makedirs(os.path.dirname(samples_path), exist_ok=True)
+        samples_log = open(samples_path, "a")
     for step, micro_batches in zip(range(start_step, max_steps), step_loader):
         metas = [batch.pop("meta") for batch in micro_batches]
+        if samples_log is not None:
+            for index, meta in enumerate(metas):
+                row = {"step": step, "micro_batch": index, "record_ids": meta["record_ids"]}
+                samples_log.write(json.dumps(row) + "\n")
+            samples_log.flush()
         output = training_step(
             accelerator, model, optimizer, scheduler, micro_batches, max_grad_norm=training_args.max_grad_norm
         )
@@ -361,13 +410,15 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         progress.update(1)
         if done % training_args.logging_steps == 0 or done == max_steps:
             steps_in_window, last_logged = done - last_logged, done
+            now = time.perf_counter()
+            seconds, last_logged_time = now - last_logged_time, now
             totals = accelerator.reduce(window, reduction="sum").tolist()
             logged = {
                 "text_loss": totals[0] / steps_in_window,
                 "image_loss": totals[1] / steps_in_window,
                 "num_real_tokens": int(totals[2]),
             }
-            logs = {**logged, "learning_rate": scheduler.get_last_lr()[0]}
+            logs = {**logged, "learning_rate": scheduler.get_last_lr()[0], "tokens_per_second": totals[2] / seconds}
             if output.grad_norm is not None:
                 logs["grad_norm"] = float(output.grad_norm)
             progress.set_postfix(text_loss=f"{logged['text_loss']:.4f}", image_loss=f"{logged['image_loss']:.4f}")
@@ -381,12 +432,16 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
                 {"data": mixer.state_dict(), "stage": stage.stage, "learning_rate": learning_rate},
             )
     progress.close()
+    if samples_log is not None:
+        samples_log.close()
 
     # Save the final model and processor (loadable by from_pretrained, the chat pipeline and JanusProImagePipeline)
     save_final_model(accelerator, model, processor, training_args.output_dir)
     if accelerator.is_main_process:
-        with open(os.path.join(training_args.output_dir, "train_results.json"), "w") as file:
+        results_path = os.path.join(training_args.output_dir, "train_results.json")
+        with open(results_path + ".tmp", "w") as file:
             json.dump({"step": max_steps, **logged}, file, indent=2)
+        os.replace(results_path + ".tmp", results_path)
     accelerator.end_training()
 
 

@@ -53,6 +53,26 @@ def _write_json(path: Path, content: dict):
         os.fsync(file.fileno())
 
 
+def separate_shared_storage(model) -> list[str]:
+    """
+    Give every parameter and buffer of `model` a storage of its own, exactly its size; returns the names that had
+    none. A checkpoint in DeepSeek's format loads SigLIP's q/k/v projections as views of its fused `qkv` tensor;
+    safetensors (under `Accelerator.save_state`) would keep one of them and drop the others, and then refuse to load
+    the one kept, since it covers only a third of its storage.
+    """
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    users = {}
+    for _, tensor in tensors:
+        users[tensor.untyped_storage().data_ptr()] = users.get(tensor.untyped_storage().data_ptr(), 0) + 1
+    separated = []
+    for name, tensor in tensors:
+        storage = tensor.untyped_storage()
+        if users[storage.data_ptr()] > 1 or storage.nbytes() != tensor.numel() * tensor.element_size():
+            tensor.data = tensor.data.clone()
+            separated.append(name)
+    return separated
+
+
 def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
     """Where the checkpoint of `step` lives: `output_dir/checkpoint-STEP`."""
     return Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
@@ -67,11 +87,6 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, train
     destination = checkpoint_dir(output_dir, step)
     staging = destination.parent / f".{destination.name}.saving"
     if accelerator.is_main_process:
-        if destination.exists():
-            raise ValueError(
-                f"{destination} already exists; a run resumes from its latest checkpoint and writes only later ones. "
-                "Pass `--resume_from_checkpoint latest` or another `--output_dir`."
-            )
         # A folder left by a run killed while saving.
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -88,7 +103,16 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, train
         _write_json(staging / MANIFEST_NAME, {"format": 1, "step": step, "files": files})
         for folder in sorted({path.parent for path in staging.rglob("*")}, key=lambda p: len(p.parts), reverse=True):
             _fsync(folder)
-        os.rename(staging, destination)
+        if destination.exists():
+            # A run resumed from an earlier checkpoint redoes this step: the new folder replaces the old as a whole.
+            logger.warning(f"Replacing {destination}, written by an earlier run in this output_dir.")
+            replaced = destination.parent / f".{destination.name}.replaced"
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.rename(destination, replaced)
+            os.rename(staging, destination)
+            shutil.rmtree(replaced)
+        else:
+            os.rename(staging, destination)
         _fsync(destination.parent)
         logger.info(f"Saved checkpoint {destination}")
     accelerator.wait_for_everyone()

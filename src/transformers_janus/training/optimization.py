@@ -73,7 +73,8 @@ def training_step(
     Forward and backward over this process's `micro_batches` (dicts of model inputs: `input_ids`, `labels`,
     `image_token_ids`, `image_labels`, ...), gradients synchronised only after the last, then clip, step the optimizer
     and the scheduler. The accelerator must be built with `gradient_accumulation_steps=1` (this function accumulates,
-    as `Trainer` does). Every process must pass the same number of micro-batches.
+    as `Trainer` does) and `step_scheduler_with_optimizer=False` (the schedule counts optimizer steps, not one per
+    process per step). Every process must pass the same number of micro-batches.
     """
     from accelerate.utils import DistributedType
 

@@ -12,10 +12,7 @@ it would leave stage I's generation path fed by a fixed random table. Stages II 
 from dataclasses import dataclass
 
 from torch import nn
-from transformers.utils import logging
 
-
-logger = logging.get_logger(__name__)
 
 @dataclass(frozen=True)
 class StageDefaults:
