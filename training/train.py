@@ -40,7 +40,9 @@ class ModelArguments:
         gradient_checkpointing (`bool`, *optional*, defaults to `False`):
             Recompute the language model's activations in the backward pass (non-reentrant) to save memory.
         attn_implementation (`str`, *optional*):
-            Attention kernel (`sdpa`, `eager`, `flash_attention_2`); the checkpoint's default otherwise.
+            Attention kernel (`sdpa`, `eager`, `flash_attention_2`); the checkpoint's default otherwise. With
+            `--packing` and SDPA, the language model attends per packed sample
+            (`transformers_janus.training.packed_attention`), which skips the attention between samples.
     """
 
     model_name_or_path: str = field(metadata={"help": "Folder or Hub id, our format or DeepSeek's."})
@@ -246,6 +248,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     from transformers_janus.training.mixing import RatioMixer
     from transformers_janus.training.optimization import create_optimizer_and_scheduler, training_step
     from transformers_janus.training.stages import apply_freeze_policy
+    from transformers_janus.training.packed_attention import PACKED_SDPA, register_packed_sdpa
 
     check_arguments(model_args, data_args, training_args)
     stage, learning_rate, warmup_steps, max_steps, mix_ratio = stage_settings(data_args, training_args)
@@ -308,6 +311,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     if model_args.attn_implementation is not None:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
     model = JanusProForConditionalGeneration.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    if data_args.packing and model_args.attn_implementation in (None, "sdpa"):
+        # Packed rows: causal SDPA per sample instead of one masked attention over the whole row (same numbers)
+        model.set_attn_implementation({"text_config": register_packed_sdpa()})
     separate_shared_storage(model)
     trainable_modules = model_args.trainable_modules or stage.trainable_modules
     trainable = apply_freeze_policy(model, trainable_modules)
@@ -436,6 +442,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         samples_log.close()
 
     # Save the final model and processor (loadable by from_pretrained, the chat pipeline and JanusProImagePipeline)
+    if accelerator.unwrap_model(model).config.text_config._attn_implementation == PACKED_SDPA:
+        accelerator.unwrap_model(model).set_attn_implementation({"text_config": "sdpa"})
     save_final_model(accelerator, model, processor, training_args.output_dir)
     if accelerator.is_main_process:
         results_path = os.path.join(training_args.output_dir, "train_results.json")

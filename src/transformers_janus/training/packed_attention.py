@@ -53,8 +53,9 @@ def packed_sdpa_attention_forward(
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
 
-    def tokens_in_order(states: torch.Tensor) -> torch.Tensor:  # [heads, batch * seq, head_dim], rows one by one
-        return states.transpose(0, 1).reshape(heads, batch * length, head_dim)
+    def tokens_in_order(states: torch.Tensor) -> torch.Tensor:  # [1, heads, batch * seq, head_dim], rows one by one
+        # 4-D, as SDPA's fused CPU (flash) kernel needs; 3-D inputs fall back to the unfused math path
+        return states.transpose(0, 1).reshape(1, heads, batch * length, head_dim)
 
     query, key, value = tokens_in_order(query), tokens_in_order(key), tokens_in_order(value)
     bounds = cu_seq_lens_q.tolist()
@@ -68,9 +69,9 @@ def packed_sdpa_attention_forward(
     lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
     outputs = [
         torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling)
-        for q, k, v in zip(query.split(lengths, 1), key.split(lengths, 1), value.split(lengths, 1))
+        for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))
     ]
-    output = torch.cat(outputs, dim=1).view(heads, batch, length, head_dim)
+    output = torch.cat(outputs, dim=2).view(heads, batch, length, head_dim)
     return output.permute(1, 2, 0, 3).contiguous(), None
 
 
