@@ -7,6 +7,7 @@ the VQ codes of a trained image through `JanusProImagePipeline` (greedy, guidanc
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ TRAIN_SCRIPT = REPO / "training" / "train.py"
 # 45 steps at lr 1e-2: measured, 40 is the fewest that reproduces both images at seeds 42, 1, 2 and 7 (35 gets 8 to
 # 14 of 16 codes right); 45 leaves a margin.
 MAX_STEPS = 45
+DOC_JSON = re.compile(r"```json\n(.*?)```", re.DOTALL)
 
 UNDERSTANDING = [
     {
@@ -107,6 +109,9 @@ def test_both_losses_fall_by_a_large_factor(trained):
     assert last["image_loss"] < first["image_loss"] / 10, (first, last)
     # Every step held both kinds of targets (2 understanding + 2 text answers, 2 images of 16 codes).
     assert all(row["text_loss"] > 0 and row["image_loss"] > 0 for row in log)
+    # docs/training.md shows a line of this log: the script writes the fields it names.
+    documented = [block for block in DOC_JSON.findall((REPO / "docs" / "training.md").read_text()) if '"step"' in block]
+    assert [sorted(json.loads(block)) for block in documented] == [sorted(first)]
     results = json.loads((trained / "train_results.json").read_text())
     assert results["step"] == MAX_STEPS
     assert (results["text_loss"], results["image_loss"]) == (last["text_loss"], last["image_loss"])
