@@ -62,3 +62,40 @@ def test_readme_python_blocks_run(run_doc):
     namespace = run_doc("../README.md")
     assert type(namespace["chat"]).__name__ == "ImageTextToTextPipeline"
     assert len(namespace["images"]) == 4 and all(image.size == (64, 64) for image in namespace["images"])
+
+
+def test_training_doc_data_examples_are_valid_records(checkpoint_dir, tmp_path):
+    """The JSONL records docs/training.md shows (it has no Python blocks) load as their kind, pass the up-front
+    check, and supervise the answers they show."""
+    import importlib.util
+    import json
+
+    from transformers_janus import JanusProProcessor
+    from transformers_janus.training.data import JanusProSampleEncoder, check_samples, load_samples
+
+    spec = importlib.util.spec_from_file_location("loss_curve", DOCS.parent / "training" / "examples" / "loss_curve.py")
+    loss_curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loss_curve)
+    loss_curve.make_data(tmp_path)  # the images the examples name (images/red_circle.png, ...)
+    blocks = re.findall(r"```json\n(.*?)```", (DOCS / "training.md").read_text(), re.DOTALL)
+    by_kind = {}
+    for block in blocks:
+        first = json.loads(block.splitlines()[0])
+        kind = "generation" if "caption" in first else "understanding" if "images" in first else "text"
+        if "messages" in first or "caption" in first:
+            by_kind[kind] = block
+    assert sorted(by_kind) == ["generation", "text", "understanding"]
+    processor = JanusProProcessor.from_pretrained(checkpoint_dir)
+    encoder = JanusProSampleEncoder(processor, max_length=4096, cfg_drop_prob=0.0)
+    datasets_by_kind = {}
+    for kind, block in by_kind.items():
+        (tmp_path / f"doc_{kind}.jsonl").write_text(block)
+        datasets_by_kind[kind] = load_samples(tmp_path / f"doc_{kind}.jsonl", kind)
+    checked = check_samples(datasets_by_kind, encoder, on_bad_sample="fail")
+    assert {kind: len(dataset) for kind, dataset in checked.items()} == {"understanding": 2, "text": 1, "generation": 1}
+    supervised = []
+    for record in [*checked["understanding"], *checked["text"]]:
+        labels = encoder.encode(record)["labels"]
+        supervised.append(processor.tokenizer.decode(labels[labels != -100], skip_special_tokens=True))
+    assert supervised == [" A red circle.", " Blue stripes.", " 3 plus 4 is 7."]
+    assert checked["generation"][0]["caption"] == "a red circle"

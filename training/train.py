@@ -116,7 +116,9 @@ class StageTrainingArguments:
         resume_from_checkpoint (`str`, *optional*):
             A `checkpoint-STEP` folder, or `latest` for the highest complete one in `output_dir`.
         logging_steps (`int`, *optional*, defaults to 10):
-            Log the losses every this many steps (each log syncs with the device).
+            Log the losses every this many steps (each log syncs with the device); each log is also a line of
+            `OUTPUT_DIR/train_log.jsonl` (`step`, `text_loss`, `image_loss`, `learning_rate`, ...; a resumed run
+            appends to it).
         report_to (`list[str]`, *optional*, defaults to `["none"]`):
             Accelerate trackers: `tensorboard`, `wandb`, `all` or `none`.
         mixed_precision (`str`, *optional*):
@@ -394,6 +396,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     logged = {"text_loss": 0.0, "image_loss": 0.0, "num_real_tokens": 0}
     last_logged, last_logged_time = start_step, time.perf_counter()
     window = torch.zeros(3, device=accelerator.device)  # text loss, image loss, real tokens since the last log
+    train_log = None
+    if accelerator.is_main_process:  # the logged losses, one JSON line per log, for plots and tests
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        train_log = open(os.path.join(training_args.output_dir, "train_log.jsonl"), "a")
     samples_log = None
     if data_args.log_samples:
         samples_path = os.path.join(training_args.output_dir, "samples", f"rank-{accelerator.process_index}.jsonl")
@@ -429,6 +435,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
                 logs["grad_norm"] = float(output.grad_norm)
             progress.set_postfix(text_loss=f"{logged['text_loss']:.4f}", image_loss=f"{logged['image_loss']:.4f}")
             accelerator.log(logs, step=done)
+            if train_log is not None:
+                train_log.write(json.dumps({"step": done, **logs}) + "\n")
+                train_log.flush()
             window.zero_()
         if training_args.save_steps and done % training_args.save_steps == 0:
             save_checkpoint(
@@ -438,8 +447,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
                 {"data": mixer.state_dict(), "stage": stage.stage, "learning_rate": learning_rate},
             )
     progress.close()
-    if samples_log is not None:
-        samples_log.close()
+    for log_file in (train_log, samples_log):
+        if log_file is not None:
+            log_file.close()
 
     # Save the final model and processor (loadable by from_pretrained, the chat pipeline and JanusProImagePipeline)
     if accelerator.unwrap_model(model).config.text_config._attn_implementation == PACKED_SDPA:
