@@ -95,7 +95,7 @@ class BenchmarkArguments:
     steps: int = field(default=4, metadata={"help": "Timed optimizer steps per contestant."})
     warmup_steps: int = field(default=1, metadata={"help": "Untimed steps first."})
     batch_size: int = field(default=8, metadata={"help": "Samples per optimizer step."})
-    max_length: int = field(default=2048, metadata={"help": "Packed row length."})
+    max_length: int = field(default=4096, metadata={"help": "Packed row length (train.py's default)."})
     num_records: int = field(default=64, metadata={"help": "Records per data kind."})
     hidden_size: int = field(default=256, metadata={"help": "Language model width."})
     intermediate_size: int = field(default=688, metadata={"help": "Language model MLP width."})
