@@ -114,7 +114,12 @@ def _lazy_model_class(config_class: type) -> type:
 
 def _register_models() -> bool:
     """Registers the real model class when its module is imported, else the stand-in; True once it is the real one."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING, AutoModel, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_MAPPING,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+    )
 
     from .configuration_janus_pro import JanusProConfig
 
@@ -129,6 +134,9 @@ def _register_models() -> bool:
     # MiniCPM-V, DeepSeek-VL2): evaluation harnesses load through `AutoModel` and then call `generate`.
     AutoModel.register(JanusProConfig, model_class, exist_ok=True)
     AutoModelForImageTextToText.register(JanusProConfig, model_class, exist_ok=True)
+    # It is also a causal language model (text in, next-token logits out): PEFT's `AutoPeftModelForCausalLM` loads a
+    # `task_type="CAUSAL_LM"` adapter's base through `AutoModelForCausalLM`, and TRL loads models through it.
+    AutoModelForCausalLM.register(JanusProConfig, model_class, exist_ok=True)
     return not isinstance(model_class, _LazyClassType)
 
 
