@@ -43,6 +43,20 @@ class ModelArguments:
             Attention kernel (`sdpa`, `eager`, `flash_attention_2`); the checkpoint's default otherwise. With
             `--packing` and SDPA, the language model attends per packed sample
             (`transformers_janus.training.packed_attention`), which skips the attention between samples.
+        use_peft (`bool`, *optional*, defaults to `False`):
+            Train a LoRA adapter (PEFT) instead of the stage's weights (the stage still gives the schedule and mix
+            defaults); the output folder then holds the adapter, which `PeftModel.from_pretrained`,
+            `AutoPeftModelForCausalLM` and `JanusProImagePipeline.load_lora_weights` load.
+        lora_r (`int`, *optional*, defaults to 16) / lora_alpha (`int`, *optional*) / lora_dropout (`float`, *optional*, defaults to 0.0):
+            LoRA rank, alpha (`lora_r` by default: the update is scaled by alpha / r) and dropout.
+        lora_target (`str`, *optional*, defaults to `"language_model"`):
+            Language-model linears to adapt: `language_model` (attention and MLP projections) or
+            `language_model_attention` (attention only). SigLIP is never adapted (see `transformers_janus.training.lora`).
+        lora_include (`list[str]`, *optional*):
+            Parts that also get LoRA on their linears: `aligner`, `gen_aligner`, `gen_head`, `lm_head`.
+        lora_modules_to_save (`list[str]`, *optional*):
+            Parts trained in full and saved with the adapter: `aligner`, `gen_aligner`, `gen_head`, `gen_embed`,
+            `lm_head`.
     """
 
     model_name_or_path: str = field(metadata={"help": "Folder or Hub id, our format or DeepSeek's."})
@@ -51,6 +65,20 @@ class ModelArguments:
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward."})
     attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2."})
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of the stage's weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha; lora_r by default (scale 1)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout of the LoRA branch."})
+    lora_target: str = field(
+        default="language_model",
+        metadata={"help": "Language-model linears to adapt.", "choices": ["language_model", "language_model_attention"]},
+    )
+    lora_include: list[str] | None = field(
+        default=None, metadata={"help": "Also LoRA on the linears of: aligner, gen_aligner, gen_head, lm_head."}
+    )
+    lora_modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Parts trained in full and saved with the adapter (gen_head, ...)."}
+    )
 
 
 @dataclass
@@ -197,6 +225,11 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
     unknown = sorted(set(training_args.report_to) - {"none", "all", "tensorboard", "wandb"})
     if unknown:
         raise ValueError(f"`--report_to` {unknown} unknown; use tensorboard, wandb, all or none.")
+    if model_args.use_peft and model_args.trainable_modules:
+        raise ValueError(
+            f"`--trainable_modules` {model_args.trainable_modules} and `--use_peft`: a LoRA run trains the adapter "
+            "only; name parts to train in full with `--lora_modules_to_save` instead."
+        )
     if not any((data_args.understanding_data, data_args.text_data, data_args.generation_data)):
         raise ValueError(
             "No training data: pass at least one of `--understanding_data`, `--text_data`, `--generation_data`."
@@ -317,8 +350,28 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         # Packed rows: causal SDPA per sample instead of one masked attention over the whole row (same numbers)
         model.set_attn_implementation({"text_config": register_packed_sdpa()})
     separate_shared_storage(model)
-    trainable_modules = model_args.trainable_modules or stage.trainable_modules
-    trainable = apply_freeze_policy(model, trainable_modules)
+    janus = model  # the model itself, also under a PEFT wrapper
+    if model_args.use_peft:
+        # LoRA: PEFT freezes every base weight and trains the adapter (and any `modules_to_save`)
+        from peft import get_peft_model
+
+        from transformers_janus.training.lora import count_lora_layers, janus_lora_config
+
+        lora_config = janus_lora_config(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            target=model_args.lora_target,
+            include=tuple(model_args.lora_include or ()),
+            modules_to_save=model_args.lora_modules_to_save,
+        )
+        model = get_peft_model(model, lora_config)
+        trainable_modules = [f"LoRA r={lora_config.r} on {dict(count_lora_layers(model))}"]
+        trainable_modules += [f"{name} in full" for name in lora_config.modules_to_save or ()]
+    else:
+        trainable_modules = model_args.trainable_modules or stage.trainable_modules
+        apply_freeze_policy(model, trainable_modules)
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
         f"Stage {stage.stage}: training {trainable_modules} ({len(trainable)} tensors, {num_trainable:,} parameters)",
@@ -330,9 +383,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     # VQ codes of the generation images, computed once (main process first, the others then read the cache)
     vq_codes = None
     if "generation" in datasets_by_kind:
-        vq_model = model.model.vq_model.to(accelerator.device)
+        vq_model = janus.model.vq_model.to(accelerator.device)
         cache_dir = data_args.vq_cache_dir or os.path.join(training_args.output_dir, "vq_codes")
-        vq_codes = VQCodeCache(model, processor.image_processor, cache_dir)
+        vq_codes = VQCodeCache(janus, processor.image_processor, cache_dir)
         with accelerator.main_process_first():
             encoded = vq_codes.precompute(datasets_by_kind["generation"]["image"])
         if encoded:
@@ -451,7 +504,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         if log_file is not None:
             log_file.close()
 
-    # Save the final model and processor (loadable by from_pretrained, the chat pipeline and JanusProImagePipeline)
+    # Save the final model and processor (loadable by from_pretrained, the chat pipeline and JanusProImagePipeline);
+    # with `--use_peft`, the adapter and the processor (PeftModel.from_pretrained, pipe.load_lora_weights)
     if accelerator.unwrap_model(model).config.text_config._attn_implementation == PACKED_SDPA:
         accelerator.unwrap_model(model).set_attn_implementation({"text_config": "sdpa"})
     save_final_model(accelerator, model, processor, training_args.output_dir)

@@ -125,8 +125,15 @@ class JanusProPrepackedLinear(nn.Module):
 PREPACKED_MODULES = ("gen_aligner", "language_model", "gen_head")
 
 
+def _is_fused_adapter_layer(module: nn.Module) -> bool:
+    """A PEFT adapter layer whose updates are all merged into its base layer and that is enabled: its forward is its
+    base layer's (`pipe.fuse_lora()`, `merge_adapter()`)."""
+    return hasattr(module, "base_layer") and bool(getattr(module, "merged", False)) and not module.disable_adapters
+
+
 def prepacking_unsupported_reason(model) -> str | None:
-    """Why `prepack_weights=True` cannot serve `model` (None when it can): the device, the dtype or adapter layers."""
+    """Why `prepack_weights=True` cannot serve `model` (None when it can): the device, the dtype or adapter layers
+    that are not fused."""
     if model.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return f"it runs oneDNN's CPU kernels, and the model is on {model.device}"
     if model.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -134,12 +141,18 @@ def prepacking_unsupported_reason(model) -> str | None:
     if model.dtype not in (torch.float32, torch.bfloat16):
         return f"oneDNN's products run float32 or bfloat16, and the model is {model.dtype}"
     for name in PREPACKED_MODULES:
+        fused = []
         for path, module in getattr(model.model, name).named_modules():
+            if any(path.startswith(prefix) for prefix in fused):  # inside a fused adapter layer: never run
+                continue
+            if _is_fused_adapter_layer(module):
+                fused.append(f"{path}.")
+                continue
             # PEFT's adapter layers (LoRA, ...) wrap the original linear as `base_layer` and add their own products
             if hasattr(module, "base_layer"):
                 return (
                     f"`model.{name}.{path}` is a PEFT adapter layer ({type(module).__module__}."
-                    f"{type(module).__name__}); merge the adapter first (`merge_and_unload()`)"
+                    f"{type(module).__name__}); fuse the adapter first (`pipe.fuse_lora()`, or `merge_and_unload()`)"
                 )
             if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
                 return f"`model.{name}.{path}` is a {type(module).__name__}, not a plain `nn.Linear`"
@@ -153,6 +166,8 @@ def prepacked_copy(module: nn.Module, batch_size: int) -> nn.Module:
     """
     if isinstance(module, nn.Linear):
         return JanusProPrepackedLinear(module, batch_size)
+    if _is_fused_adapter_layer(module):  # computes its base layer, which holds the fused update
+        return JanusProPrepackedLinear(module.get_base_layer(), batch_size)
     if not any(isinstance(child, nn.Linear) for child in module.modules()):
         return module
     twin = copy.copy(module)

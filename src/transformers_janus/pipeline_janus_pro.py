@@ -18,6 +18,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging, replace_example_docstring
 from transformers import PreTrainedModel, ProcessorMixin
 
+from .lora_loading import JanusProLoraLoaderMixin
 from .packaging import check_pipeline_can_be_saved, package_pipeline_directory
 
 
@@ -43,13 +44,15 @@ EXAMPLE_DOC_STRING = """
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class JanusProImagePipeline(DiffusionPipeline):
+class JanusProImagePipeline(JanusProLoraLoaderMixin, DiffusionPipeline):
     r"""
     Pipeline for text-to-image (and text+image-to-image) generation with Janus-Pro: the language model predicts the
     576 VQ tokens of an image one by one under classifier-free guidance, then the VQ decoder paints them.
 
     This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
-    implemented for all pipelines (downloading, saving, running on a particular device, etc.).
+    implemented for all pipelines (downloading, saving, running on a particular device, etc.). LoRA adapters load
+    the diffusers way ([`JanusProLoraLoaderMixin`]: `load_lora_weights`, `set_adapters`, `fuse_lora`,
+    `unload_lora_weights`, ...) into `model`, which the chat pipeline can share.
 
     Args:
         model ([`JanusProForConditionalGeneration`]):

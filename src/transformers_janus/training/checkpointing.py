@@ -223,8 +223,9 @@ def load_checkpoint(accelerator, path: str | os.PathLike) -> dict:
 def save_final_model(accelerator, model, processor, output_dir: str | os.PathLike):
     """
     Save the trained model (gathered from every process under FSDP/DeepSpeed) and the processor with
-    `save_pretrained` into `output_dir`, beside its checkpoints. The files are written into a temporary sibling
-    folder and moved in with `config.json` last, so a folder whose config is present holds the complete weights.
+    `save_pretrained` into `output_dir`, beside its checkpoints (for a PEFT model: the adapter). The files are written
+    into a temporary sibling folder and moved in with `config.json` (`adapter_config.json`) last, so a folder whose
+    config is present holds the complete weights.
     """
     state_dict = accelerator.get_state_dict(model)  # collective under FSDP and DeepSpeed: every process calls it
     if accelerator.is_main_process:
@@ -237,7 +238,7 @@ def save_final_model(accelerator, model, processor, output_dir: str | os.PathLik
         files = sorted(path for path in staging.rglob("*") if path.is_file())
         for path in files:
             _fsync(path)
-        for path in sorted(files, key=lambda path: path.name == "config.json"):
+        for path in sorted(files, key=lambda path: path.name in ("config.json", "adapter_config.json")):
             target = output_dir / path.relative_to(staging)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)

@@ -15,8 +15,6 @@ layer, so the pipeline's `set_adapters` weights, `fuse_lora` and `unload_lora_we
 """
 
 from collections import Counter
-from dataclasses import dataclass, field
-
 from torch import nn
 
 
@@ -28,11 +26,13 @@ LORA_TARGET_PRESETS = {
     # Attention projections only: fewer parameters, a lighter touch
     "language_model_attention": _LANGUAGE_MODEL + r"self_attn\.(q|k|v|o)_proj",
 }
-# The linears of the parts `include=` can add, by part name.
+# The linears of the parts `include=` can add, by part name (the adaptors' `layers` alternate Linear and GELU, so
+# their linears are the even indices).
 LORA_EXTRA_MODULES = {
-    "aligner": r"model\.aligner\.layers\.\d+",
-    "gen_aligner": r"model\.gen_aligner\.layers\.\d+",
+    "aligner": r"model\.aligner\.layers\.\d*[02468]",
+    "gen_aligner": r"model\.gen_aligner\.layers\.\d*[02468]",
     "gen_head": r"model\.gen_head\.(output_mlp_projector|vision_head)",
+    "lm_head": r"lm_head",
 }
 # Parts that `modules_to_save` may name (PEFT matches them as suffixes of module names).
 MODULES_TO_SAVE_PARTS = ("aligner", "gen_aligner", "gen_head", "gen_embed", "lm_head")
@@ -41,7 +41,7 @@ MODULES_TO_SAVE_PARTS = ("aligner", "gen_aligner", "gen_head", "gen_embed", "lm_
 def janus_lora_target_modules(target: str = "language_model", include: tuple[str, ...] | list[str] = ()) -> str:
     """
     The `target_modules` regular expression of a preset (`LORA_TARGET_PRESETS`) plus the linears of the parts in
-    `include` (`aligner`, `gen_aligner`, `gen_head`).
+    `include` (`aligner`, `gen_aligner`, `gen_head`, `lm_head`).
     """
     if target not in LORA_TARGET_PRESETS:
         raise ValueError(f"`target` must be one of {sorted(LORA_TARGET_PRESETS)}, got {target!r}.")
@@ -103,60 +103,9 @@ def count_lora_layers(model: nn.Module) -> Counter:
     return counts
 
 
-@dataclass
-class LoraArguments:
-    """
-    LoRA flags of `training/train.py` (see docs/finetuning.md).
-
-    Args:
-        use_lora (`bool`, *optional*, defaults to `False`):
-            Train a LoRA adapter (PEFT) instead of the stage's weights; the output folder holds the adapter.
-        lora_r (`int`, *optional*, defaults to 16):
-            LoRA rank.
-        lora_alpha (`int`, *optional*):
-            LoRA alpha (the update is scaled by alpha / r); `lora_r` by default.
-        lora_dropout (`float`, *optional*, defaults to 0.0):
-            Dropout on the LoRA branch's input.
-        lora_target (`str`, *optional*, defaults to `"language_model"`):
-            `language_model` (attention and MLP projections) or `language_model_attention`.
-        lora_include (`list[str]`, *optional*):
-            Parts that also get LoRA on their linears: `aligner`, `gen_aligner`, `gen_head`.
-        lora_modules_to_save (`list[str]`, *optional*):
-            Parts trained in full and saved with the adapter: `aligner`, `gen_aligner`, `gen_head`, `gen_embed`,
-            `lm_head`.
-    """
-
-    use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of the stage's weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha; lora_r by default (scale 1)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout of the LoRA branch."})
-    lora_target: str = field(
-        default="language_model",
-        metadata={"help": "Language model linears to adapt.", "choices": sorted(LORA_TARGET_PRESETS)},
-    )
-    lora_include: list[str] | None = field(
-        default=None, metadata={"help": "Also LoRA on: aligner, gen_aligner, gen_head."}
-    )
-    lora_modules_to_save: list[str] | None = field(
-        default=None, metadata={"help": "Train in full and save with the adapter: gen_head, gen_aligner, ..."}
-    )
-
-    def to_lora_config(self):
-        """The `peft.LoraConfig` these flags describe (`janus_lora_config`)."""
-        return janus_lora_config(
-            r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target=self.lora_target,
-            include=tuple(self.lora_include or ()),
-            modules_to_save=self.lora_modules_to_save,
-        )
-
-
 __all__ = [
     "LORA_EXTRA_MODULES",
     "LORA_TARGET_PRESETS",
-    "LoraArguments",
     "count_lora_layers",
     "janus_lora_config",
     "janus_lora_target_modules",
