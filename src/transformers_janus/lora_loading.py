@@ -13,6 +13,8 @@ used: transformers 5.24 requires peft >= 0.22 for it and refuses 0.21.
 This module imports only torch and diffusers at module level (peft when a method runs): a saved pipeline copies it.
 """
 
+import warnings
+
 import torch
 from diffusers.utils import logging
 
@@ -131,8 +133,14 @@ class JanusProLoraLoaderMixin:
                 name for name, parameter in self.model.named_parameters() if parameter.requires_grad
             }
         config.inference_mode = True
-        inject_adapter_in_model(config, self.model, adapter_name=adapter_name)
-        result = set_peft_model_state_dict(self.model, state_dict, adapter_name=adapter_name)
+        try:
+            with warnings.catch_warnings():  # PEFT warns that a second adapter makes several: that is the point
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                inject_adapter_in_model(config, self.model, adapter_name=adapter_name)
+            result = set_peft_model_state_dict(self.model, state_dict, adapter_name=adapter_name)
+        except Exception:  # e.g. no layer of this model matches the adapter's targets: leave the model as it was
+            self._remove_adapter(adapter_name)
+            raise
         missing = [key for key in result.missing_keys if f".{adapter_name}." in key or key.endswith(f".{adapter_name}")]
         if result.unexpected_keys or missing:
             self._remove_adapter(adapter_name)
