@@ -158,7 +158,7 @@ def test_script_full_finetuning_lowers_the_loss(sft_script, checkpoint_dir, data
     )
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 8
-    assert losses[-1] < 0.5 * losses[0], losses  # measured 6.06 -> 1.9
+    assert losses[-1] < 0.5 * losses[0], losses  # measured 6.06 -> 2.50
     from transformers_janus import JanusProForConditionalGeneration
 
     saved = JanusProForConditionalGeneration.from_pretrained(tmp_path / "full")
@@ -216,13 +216,13 @@ def test_generation_mode_lowers_the_image_loss(sft_script, checkpoint_dir, proce
         [
             "--model_name_or_path", str(checkpoint_dir), "--dataset_name", str(data_dir / "generation.jsonl"),
             "--data_kind", "generation", "--cfg_drop_prob", "0", "--output_dir", str(tmp_path / "gen"),
-            "--max_steps", "8", "--logging_steps", "1", "--per_device_train_batch_size", "2",
+            "--max_steps", "10", "--logging_steps", "1", "--per_device_train_batch_size", "2",
             "--learning_rate", "1e-2", "--lr_scheduler_type", "constant", "--report_to", "none",
             "--save_strategy", "no", "--seed", "0",
         ],
     )
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert logs[-1]["image_loss"] < 0.5 * logs[0]["image_loss"], logs
+    assert logs[-1]["image_loss"] < 0.5 * logs[0]["image_loss"], logs  # measured 6.28 -> 2.82
 
     batch = next(iter(trainer.get_train_dataloader()))
     assert int((batch["image_labels"] != IGNORE).sum()) == 2 * processor.num_image_tokens
@@ -231,7 +231,7 @@ def test_generation_mode_lowers_the_image_loss(sft_script, checkpoint_dir, proce
     with torch.no_grad():
         before, after = base.eval()(**batch), saved(**batch)
     assert after.text_loss == 0 and before.text_loss == 0
-    assert after.image_loss < 0.5 * before.image_loss, (before.image_loss, after.image_loss)
+    assert after.image_loss < 0.5 * before.image_loss, (before.image_loss, after.image_loss)  # measured 6.28 -> 2.823
 
 
 def test_image_loss_is_normalised_by_the_steps_image_targets(checkpoint_dir, processor, data_dir, tmp_path):
