@@ -231,7 +231,7 @@ def test_generation_mode_lowers_the_image_loss(sft_script, checkpoint_dir, proce
     with torch.no_grad():
         before, after = base.eval()(**batch), saved(**batch)
     assert after.text_loss == 0 and before.text_loss == 0
-    assert after.image_loss < 0.5 * before.image_loss, (before.image_loss, after.image_loss)  # measured 6.28 -> 2.823
+    assert after.image_loss < 0.5 * before.image_loss, (before.image_loss, after.image_loss)  # measured 6.28 -> 2.73
 
 
 def test_image_loss_is_normalised_by_the_steps_image_targets(checkpoint_dir, processor, data_dir, tmp_path):
