@@ -27,7 +27,11 @@ ROUTES = {
     ("POST", re.compile(rf"^/api/models/{REPO}/commit/(?P<revision>[^/]+)$")): "commit",
     ("HEAD", re.compile(rf"^/{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")): "resolve",
     ("GET", re.compile(rf"^/{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")): "resolve",
+    # huggingface_hub 2.4 fetches (unauthenticated, once a day, best effort) a registry for its user agent.
+    ("GET", re.compile(r"^/api/agent-harnesses$")): "agent_harnesses",
 }
+# Requests that carry no credentials by design.
+UNAUTHENTICATED = ("/api/agent-harnesses",)
 # What the Hub refuses as `base_model` / `datasets` in a card's metadata: a path rather than an id (transformers#33922).
 NOT_AN_ID = re.compile(r"^[./~]|/.*/|\\")
 
@@ -120,6 +124,9 @@ class HubStub:
             return 409, {}, {"error": "You already created this model repo", "url": f"{self.endpoint}/{repo_id}"}
         self.state.repos[repo_id] = {}
         return 200, {}, {"url": f"{self.endpoint}/{repo_id}", "name": repo_id}
+
+    def agent_harnesses(self, body: bytes):
+        return 404, {}, {"error": "not served by the stub"}
 
     def create_branch(self, body: bytes, repo: str, revision: str):
         return 200, {}, {}
