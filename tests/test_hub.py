@@ -5,7 +5,12 @@ huggingface_hub against a local stub of the Hub (tests/hub_stub.py): the exact f
 
 import json
 import logging
+import os
+import re
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
@@ -237,14 +242,15 @@ def adapter(checkpoint_dir):
     return peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=r".*language_model.*\.(q_proj|v_proj)"))
 
 
-def test_adapter_push_uploads_the_adapter_with_our_card(hub, adapter, token, logs, capsys, tmp_path):
+def test_adapter_push_uploads_the_adapter_with_our_card(hub, adapter, token, logs, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", token)  # as `hf auth login` leaves it: the token in use, found by huggingface_hub
     summary = TrainingSummary(
         method="LoRA SFT with `training/sft_trl.py`",
         datasets=["HuggingFaceM4/ChartQA", str(tmp_path / "conversations.jsonl")],
-        arguments={"learning_rate": 2e-4, "max_steps": 3, "hub_token": token},
+        arguments={"learning_rate": 2e-4, "max_steps": 3, "hub_token": token, "launch": f"--hub_token {token}"},
         metrics={"train_loss": 1.5},
     )
-    push_adapter_to_hub(adapter, "me/janus-lora", token=token, training_summary=summary)
+    push_adapter_to_hub(adapter, "me/janus-lora", training_summary=summary)
     assert hub.state.unexpected == []
     assert [c.summary for c in hub.state.commits] == ["Upload adapter"]
 
@@ -263,7 +269,7 @@ def test_adapter_push_uploads_the_adapter_with_our_card(hub, adapter, token, log
     assert "LoRA SFT with `training/sft_trl.py`" in card.text
     assert "| `learning_rate` | 0.0002 |" in card.text and "| `train_loss` | 1.5 |" in card.text
     assert "`conversations.jsonl`" in card.text and str(tmp_path) not in card.text
-    assert "hub_token" not in card.text
+    assert "hub_token" not in card.text and "`launch`" not in card.text
     assert_no_token_anywhere(hub, token, logs, capsys)
 
 
@@ -321,3 +327,64 @@ def test_pipeline_push_uploads_the_saved_pipeline_with_our_card(hub, hub_model, 
     assert 'DiffusionPipeline.from_pretrained("me/janus-pipe", trust_remote_code=True)' in card.text
     assert "<!-- transformers-janus card: model -->" in uploaded["model/README.md"].decode()
     assert_no_token_anywhere(hub, token, logs, capsys)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# docs/finetuning.md, "Sharing on the Hub"
+
+DOC = Path(__file__).parent.parent / "docs" / "finetuning.md"
+
+
+def hub_section() -> str:
+    text = DOC.read_text()
+    start = text.index("## Sharing on the Hub")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_sharing_doc_blocks_push_what_they_say(hub, token, checkpoint_dir, monkeypatch, logs, capsys):
+    """The section's Python blocks (```py, run here with the stub rather than by the offline doc runner), in order,
+    with the real model id swapped for the fixture checkpoint and the token in `HF_TOKEN` as `hf auth login` leaves
+    it."""
+    monkeypatch.setenv("HF_TOKEN", token)
+    namespace = {}
+    for block in re.findall(r"```py\n(.*?)```", hub_section(), re.DOTALL):
+        exec(compile(block.replace('"deepseek-ai/Janus-Pro-1B"', repr(str(checkpoint_dir))), "finetuning.md", "exec"), namespace)
+    assert hub.state.unexpected == []
+    assert [(c.repo_id, c.summary) for c in hub.state.commits] == [
+        ("your-name/janus-pro-1b-charts", "Upload model"),
+        ("your-name/janus-pro-1b-charts", "Upload processor"),
+        ("your-name/janus-pro-1b-pipeline", "Upload pipeline"),
+        ("your-name/janus-pro-1b-charts-lora", "Upload adapter"),
+    ]
+    repos = hub.state.repos
+    assert "<!-- transformers-janus card: model -->" in repos["your-name/janus-pro-1b-charts"]["README.md"].decode()
+    assert {"model.safetensors", "tokenizer.json", "processor_config.json"} <= set(repos["your-name/janus-pro-1b-charts"])
+    assert "model_index.json" in repos["your-name/janus-pro-1b-pipeline"]
+    adapter_card = card_of(repos["your-name/janus-pro-1b-charts-lora"])
+    assert adapter_card.data.datasets == ["HuggingFaceM4/ChartQA"] and "| `lora_r` | 16 |" in adapter_card.text
+    assert sorted(repos["your-name/janus-pro-1b-charts-lora"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert_no_token_anywhere(hub, token, logs, capsys)
+
+
+def test_sharing_doc_hf_upload_sends_the_training_folder_without_checkpoints(hub, hub_model, processor, token, tmp_path):
+    """The doc's `hf upload` command, run as it is (a new process reads `HF_ENDPOINT`/`HF_TOKEN` at import), on a
+    folder laid out as `training/train.py` leaves it."""
+    command = re.search(r"```bash\n(hf upload .*?)```", hub_section(), re.DOTALL).group(1)
+    run_dir = tmp_path / "runs" / "janus-pro-1b-sft"
+    hub_model.save_pretrained(run_dir, training_summary=TrainingSummary("Janus-Pro stage 3", metrics={"text_loss": 2.0}))
+    processor.save_pretrained(run_dir)
+    (run_dir / "train_results.json").write_text(json.dumps({"step": 2, "text_loss": 2.0}))
+    expected = local_files(run_dir)
+    for extra in ("checkpoint-2/model.safetensors", "checkpoint-2/manifest.json", "vq_codes/0.pt", "samples/rank-0.jsonl", "train_log.jsonl"):
+        (run_dir / extra).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / extra).write_text("not for the Hub")
+    environment = {
+        **os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": token, "HF_HOME": str(tmp_path / "hf"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert hub.state.unexpected == []
+    assert hub.state.repos["your-name/janus-pro-1b-sft"] == expected
+    assert token not in result.stdout and token not in result.stderr

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging
@@ -67,6 +67,9 @@ TRAINER_ARGUMENTS = (
     "assistant_only_loss",
     "completion_only_loss",
 )
+
+# A PEFT adapter's settings, by the name the card records them under.
+LORA_ARGUMENTS = {"r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "target_modules": "lora_target_modules"}
 
 LIBRARY_NAMES = {"model": "transformers", "processor": "transformers", "adapter": "peft", "pipeline": "diffusers"}
 PIPELINE_TAGS = {
@@ -112,12 +115,10 @@ class TrainingSummary:
         peft_config = getattr(trainer.model, "peft_config", None)
         if isinstance(peft_config, dict) and peft_config:
             adapter = next(iter(peft_config.values()))
-            for name in ("r", "lora_alpha", "lora_dropout", "target_modules"):
-                if getattr(adapter, name, None) is not None:
-                    value = getattr(adapter, name)
-                    arguments[f"lora_{name}" if not name.startswith("lora_") else name] = (
-                        sorted(value) if isinstance(value, set) else value
-                    )
+            for name, recorded_as in LORA_ARGUMENTS.items():
+                value = getattr(adapter, name, None)
+                if value is not None:
+                    arguments[recorded_as] = sorted(value) if isinstance(value, set) else value
         metrics = {"global_step": trainer.state.global_step}
         for record in reversed(trainer.state.log_history):
             for name in ("train_loss", "loss"):
@@ -182,7 +183,7 @@ def resolve_base_model(name_or_path: str | os.PathLike | None) -> str | None:
 def card_kind(obj) -> str:
     """Which card `obj` gets: "adapter" for a PEFT model (or a model carrying adapters), "pipeline", "processor" or
     "model"."""
-    if hasattr(obj, "get_base_model") and hasattr(obj, "peft_config") or getattr(obj, "_hf_peft_config_loaded", False):
+    if (hasattr(obj, "get_base_model") and hasattr(obj, "peft_config")) or getattr(obj, "_hf_peft_config_loaded", False):
         return "adapter"
     if hasattr(obj, "components") and hasattr(obj, "register_modules"):
         return "pipeline"
@@ -326,7 +327,12 @@ def _training_section(training: TrainingSummary) -> str:
             for name in training.datasets
         ]
         lines += ["Data: " + ", ".join(names), ""]
-    arguments = {name: value for name, value in training.arguments.items() if not SECRET_ARGUMENT.search(name)}
+    token = get_token()  # the token in use never enters a card, whatever an argument holding it is called
+    arguments = {
+        name: value
+        for name, value in training.arguments.items()
+        if not SECRET_ARGUMENT.search(name) and not (token and token in str(value))
+    }
     if arguments:
         lines += ["| argument | value |", "|---|---|"]
         lines += [f"| `{name}` | {_format_value(value)} |" for name, value in arguments.items()]
