@@ -335,6 +335,16 @@ def test_final_model_loads_in_the_pipelines(killed_and_resumed):
     assert torch.equal(image_pipeline.model.lm_head.weight, saved["lm_head.weight"])
     chat = pipeline("image-text-to-text", model=str(output_dir))
     assert torch.equal(chat.model.lm_head.weight, saved["lm_head.weight"])
+    # The card records the run: stage, data files (by name), the final losses of train_results.json.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(output_dir / "README.md")
+    results = json.loads((output_dir / "train_results.json").read_text())
+    assert "Janus-Pro stage 3 with `training/train.py`" in card.text
+    assert "`understanding.jsonl`" in card.text and "`generation.jsonl`" in card.text
+    assert f"| `text_loss` | {results['text_loss']:.6g} |" in card.text
+    assert f"| `image_loss` | {results['image_loss']:.6g} |" in card.text
+    assert card.data.base_model is None  # trained from the local fixture: no Hub id to name
 
 
 def test_damaged_checkpoints_are_refused_by_name(killed_and_resumed, tmp_path):
