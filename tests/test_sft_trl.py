@@ -164,6 +164,9 @@ def test_script_full_finetuning_lowers_the_loss(sft_script, checkpoint_dir, data
     saved = JanusProForConditionalGeneration.from_pretrained(tmp_path / "full")
     trained = trainer.model.state_dict()
     assert all(torch.equal(tensor, trained[name]) for name, tensor in saved.state_dict().items())
+    card = (tmp_path / "full" / "README.md").read_text()  # ours, not TRL's (base_model: None, text-generation)
+    assert "pipeline_tag: image-text-to-text" in card and "base_model: None" not in card
+    assert "janus-pro" in card and "- trl" in card and "SFTTrainer" in card
 
 
 def test_script_lora_trains_only_the_language_model_and_reloads(sft_script, checkpoint_dir, data_dir, tmp_path):
@@ -192,6 +195,8 @@ def test_script_lora_trains_only_the_language_model_and_reloads(sft_script, chec
     assert len(trainable) == 2 * 7 * num_layers  # lora_A and lora_B of the 7 projections of every layer
     assert all(".model.language_model." in name and ".lora_" in name for name in trainable)
     assert json.loads((output_dir / "adapter_config.json").read_text())["target_modules"] == DEFAULT_LORA_TARGET_MODULES
+    card = (output_dir / "README.md").read_text()
+    assert "- lora" in card and "- peft" in card and "base_model: None" not in card and "LoRA supervised" in card
 
     batch = next(iter(trainer.get_train_dataloader()))
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values")}

@@ -162,6 +162,7 @@ def main(script_args, data_args, training_args, model_args):
 
     # Save and push to Hub
     trainer.save_model(training_args.output_dir)
+    trainer.create_model_card(dataset_name=script_args.dataset_name)  # ours, not TRL's (see JanusProSFTTrainer)
     trainer.accelerator.print(f"💾 Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)

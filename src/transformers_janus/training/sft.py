@@ -176,6 +176,22 @@ class JanusProSFTTrainer(SFTTrainer):
             **kwargs,
         )
 
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
+        """
+        Our card in `output_dir/README.md` (real `base_model`, `image-text-to-text`, how to load it with and without
+        this package, the run's arguments and last loss) instead of TRL's (`base_model: None`, a text-generation quick
+        start); `push_to_hub` uploads it.
+        """
+        from ..model_card import TrainingSummary, write_model_card
+
+        if not self.is_world_process_zero():
+            return
+        is_adapter = hasattr(self.model, "peft_config")
+        method = f"{'LoRA ' if is_adapter else ''}supervised fine-tuning with TRL's `SFTTrainer` (`training/sft_trl.py`)"
+        summary = TrainingSummary.from_trainer(self, method=method, datasets=[dataset_name] if dataset_name else [])
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        write_model_card(self.args.output_dir, self.model, training_summary=summary, tags=tags + ["trl", "sft"])
+
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
         """The micro-batches of one optimizer step; image-loss batches also get the step's image-target count."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
