@@ -172,6 +172,10 @@ def test_lora_run_saves_an_adapter_and_learns(adapter_dir, checkpoint_dir):
     assert (config["peft_type"], config["task_type"], config["r"], config["lora_alpha"]) == ("LORA", "CAUSAL_LM", 16, 32)
     assert config["base_model_name_or_path"] == str(checkpoint_dir)
     assert (adapter_dir / "adapter_model.safetensors").is_file() and not (adapter_dir / "model.safetensors").exists()
+    # Our adapter card, not PEFT's generic one (which says text-generation)
+    card = (adapter_dir / "README.md").read_text()
+    assert "library_name: peft" in card and "- lora" in card and "pipeline_tag: image-text-to-text" in card
+    assert "text-generation" not in card
     log = [json.loads(line) for line in (adapter_dir / "train_log.jsonl").read_text().splitlines()]
     # Measured (seed 42): image loss 6.28 -> 3e-5; the bound is far looser.
     assert log[-1]["image_loss"] < log[0]["image_loss"] / 100, (log[0], log[-1])

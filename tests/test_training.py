@@ -335,6 +335,16 @@ def test_final_model_loads_in_the_pipelines(killed_and_resumed):
     assert torch.equal(image_pipeline.model.lm_head.weight, saved["lm_head.weight"])
     chat = pipeline("image-text-to-text", model=str(output_dir))
     assert torch.equal(chat.model.lm_head.weight, saved["lm_head.weight"])
+    # The card records the run: stage, data files (by name), the final losses of train_results.json.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(output_dir / "README.md")
+    results = json.loads((output_dir / "train_results.json").read_text())
+    assert "Janus-Pro stage 3 with `training/train.py`" in card.text
+    assert "`understanding.jsonl`" in card.text and "`generation.jsonl`" in card.text
+    assert f"| `text_loss` | {results['text_loss']:.6g} |" in card.text
+    assert f"| `image_loss` | {results['image_loss']:.6g} |" in card.text
+    assert card.data.base_model is None  # trained from the local fixture: no Hub id to name
 
 
 def test_damaged_checkpoints_are_refused_by_name(killed_and_resumed, tmp_path):
@@ -468,3 +478,32 @@ def test_no_data_is_refused():
     parsed = train.make_parser().parse_args_and_config(["--model_name_or_path", "m", "--output_dir", "o"])
     with pytest.raises(ValueError, match="No training data"):
         train.check_arguments(*parsed)
+
+
+def test_bad_samples_fail_before_training_or_are_skipped(checkpoint_dir, data_dir, tmp_path):
+    """A missing image and a too-long sample: named by record id before any step (fail), or dropped and counted (skip)."""
+    import shutil
+
+    bad_dir = tmp_path / "data"
+    shutil.copytree(data_dir, bad_dir, ignore=shutil.ignore_patterns("vq_codes"))
+    records = [json.loads(line) for line in (bad_dir / "understanding.jsonl").read_text().splitlines()]
+    records[1]["images"] = ["images/missing.png"]
+    records[2]["messages"][1]["content"] = "long " * 200
+    (bad_dir / "understanding.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    command = _train_command(checkpoint_dir, bad_dir, tmp_path / "fail", "--max_steps", "2", "--save_steps", "0")
+    result = subprocess.run(
+        [sys.executable, *command], env=_environment(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert "understanding.jsonl:2" in result.stderr and "understanding.jsonl:3" in result.stderr, result.stderr[-2000:]
+    assert "missing.png" in result.stderr and "max_length" in result.stderr
+    assert not (tmp_path / "fail" / "train_log.jsonl").exists()  # refused before the first step
+
+    result = _run(
+        _train_command(
+            checkpoint_dir, bad_dir, tmp_path / "skip", "--max_steps", "2", "--save_steps", "0", "--on_bad_sample", "skip"
+        )
+    )
+    seen = {record_id for row in _samples(tmp_path / "skip", 0) for record_id in row["record_ids"]}
+    assert seen and not seen & {"understanding.jsonl:2", "understanding.jsonl:3"}
+    assert "understanding.jsonl:2" in result.stderr  # the skipped records are named in the log

@@ -508,7 +508,25 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     # with `--use_peft`, the adapter and the processor (PeftModel.from_pretrained, pipe.load_lora_weights)
     if accelerator.unwrap_model(model).config.text_config._attn_implementation == PACKED_SDPA:
         accelerator.unwrap_model(model).set_attn_implementation({"text_config": "sdpa"})
-    save_final_model(accelerator, model, processor, training_args.output_dir)
+    from transformers_janus.model_card import TrainingSummary
+
+    training_summary = TrainingSummary(
+        method=f"Janus-Pro stage {stage.stage} with `training/train.py` (trained: {', '.join(trainable_modules)})",
+        datasets=[source for source in sources.values() if source],
+        arguments={
+            "stage": stage.stage,
+            "max_steps": max_steps,
+            "learning_rate": learning_rate,
+            "warmup_steps": warmup_steps,
+            "mix_ratio": mixer.ratio_string,
+            "global_batch_size": mixer.global_batch_size,
+            "max_length": data_args.max_length,
+            "packing": data_args.packing,
+            "seed": training_args.seed,
+        },
+        metrics={"step": max_steps, "text_loss": logged["text_loss"], "image_loss": logged["image_loss"]},
+    )
+    save_final_model(accelerator, model, processor, training_args.output_dir, training_summary=training_summary)
     if accelerator.is_main_process:
         results_path = os.path.join(training_args.output_dir, "train_results.json")
         with open(results_path + ".tmp", "w") as file:

@@ -1,6 +1,7 @@
 """PyTorch Janus-Pro model: SigLIP + Llama + diffusers' VQModel, joined by Janus-Pro's adaptors and image head."""
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from .deepseek_format import (
     read_weight_files,
     use_mapped_generation_config,
 )
+from .model_card import model_card_for, push_folder_with_card
 from .packaging import prepare_model_directory
 from .utils import checkpoint_format, hub_kwargs_from
 
@@ -467,13 +469,60 @@ class JanusProForConditionalGeneration(JanusProImageGenerationMixin, JanusProPre
                 "`max_new_tokens`."
             )
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory, *args, training_summary=None, push_to_hub: bool = False, **kwargs):
         """
-        `PreTrainedModel.save_pretrained`, plus the model card and `auto_map` that make the directory load with
-        `trust_remote_code=True` where this package is not installed (see `packaging.prepare_model_directory`).
+        `PreTrainedModel.save_pretrained`, plus the model card (`training_summary`: a `model_card.TrainingSummary` or
+        dict, recorded in it) and `auto_map` that make the directory load with `trust_remote_code=True` where this
+        package is not installed (see `packaging.prepare_model_directory`). `push_to_hub=True` then uploads through
+        `push_to_hub` (`repo_id` defaults to the folder's name), which keeps the card.
         """
-        prepare_model_directory(self, save_directory)
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        hub_kwargs = {
+            name: kwargs.pop(name)
+            for name in ("repo_id", "commit_message", "commit_description", "private", "revision", "create_pr")
+            if name in kwargs
+        }
+        prepare_model_directory(self, save_directory, training_summary=training_summary)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(str(save_directory))))
+            token = kwargs.get("token")
+            self.push_to_hub(repo_id, token=token, training_summary=training_summary, **hub_kwargs)
+        return result
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+        training_summary=None,
+    ):
+        """
+        Upload the model as `PreTrainedModel.push_to_hub` does, keeping our card (transformers' writes its generic
+        template over it): `base_model` (the Hub id the weights came from), tags (`model_tags` and `tags` added),
+        how to load it with and without this package, and `training_summary` if given. A repository whose README.md
+        someone wrote keeps it (see `model_card.card_to_upload`). With PEFT adapters loaded through transformers'
+        integration (`add_adapter`), the adapter alone is uploaded, with an adapter's card.
+        """
+        tags = list(dict.fromkeys([*(self.model_tags or []), *([tags] if isinstance(tags, str) else tags or [])]))
+        kind = "adapter" if getattr(self, "_hf_peft_config_loaded", False) else "model"
+        return push_folder_with_card(
+            repo_id,
+            lambda directory: self.save_pretrained(directory, max_shard_size=max_shard_size),
+            lambda full_id: model_card_for(self, repo_id=full_id, training_summary=training_summary, tags=tags),
+            commit_message=commit_message or f"Upload {'adapter' if kind == 'adapter' else 'model'}",
+            commit_description=commit_description,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+        )
 
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")

@@ -3,8 +3,9 @@ What makes a saved directory loadable where this package is not installed: the m
 copied for `trust_remote_code=True`, and for a saved `JanusProImagePipeline` its loader module and the
 `model_index.json` entries diffusers resolves through it.
 
-This module imports nothing of the package: `save_pretrained` copies it (with the code that imports it) into saved
-directories, where it must run on transformers, diffusers and torch alone. It works on the objects handed to it.
+This module imports nothing of the package but `model_card` (which imports nothing of it): `save_pretrained` copies
+both (with the code that imports them) into saved directories, where they must run on transformers, diffusers and torch
+alone. It works on the objects handed to it.
 """
 
 import ast
@@ -14,57 +15,20 @@ import sys
 
 from transformers.dynamic_module_utils import custom_object_save
 
+from .model_card import write_model_card
 
-# Written next to the weights by the model's `save_pretrained` (unless a README.md is there): how to load the directory.
-MODEL_CARD = """---
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags:
-- janus-pro
-- custom_code
----
-
-# Janus-Pro
-
-A Janus-Pro model (DeepSeek's unified multimodal understanding and generation model) saved by the
-`transformers-janus` package (`model_type: janus_pro`).
-
-## Loading
-
-With the package (`pip install transformers-janus`):
-
-```python
-import transformers_janus
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-model = AutoModelForImageTextToText.from_pretrained(path)
-processor = AutoProcessor.from_pretrained(path)
-```
-
-Without it, the model's code in this directory is used (`auto_map` in `config.json` / `processor_config.json`):
-
-```python
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True)  # AutoModel works too
-processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
-```
-
-The code needs only `transformers`, `diffusers` and `torch` (plus `safetensors`, `pillow` and `numpy`, which they
-bring). `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText`, `AutoProcessor`, `AutoImageProcessor` and
-`AutoTokenizer` all resolve, and the answers are the same as with the package installed.
-"""
 
 # `register_for_auto_class` records one Auto class only; the full model answers both (see registration.py).
 MODEL_AUTO_CLASSES = ("AutoModel", "AutoModelForImageTextToText")
 
 
-def prepare_model_directory(model, save_directory: str | os.PathLike) -> None:
+def prepare_model_directory(model, save_directory: str | os.PathLike, training_summary=None) -> None:
     """
     Make what `PreTrainedModel.save_pretrained(save_directory)` is about to write loadable without this package: name
     the model's class in `config.auto_map` for `AutoModel` and `AutoModelForImageTextToText` (transformers then copies
-    the model's module and the modules it imports next to the weights), and write the model card unless the directory
-    already has a README.md. Call it before `save_pretrained` writes `config.json`.
+    the model's module and the modules it imports next to the weights), and write the model card
+    (`model_card.model_card_for`: base model, how to load, `training_summary` if given) unless the directory already
+    has a README.md. Call it before `save_pretrained` writes `config.json`.
     """
     if model.is_remote_code():
         class_reference = f"{type(model).__module__.rsplit('.', 1)[-1]}.{type(model).__name__}"
@@ -72,10 +36,8 @@ def prepare_model_directory(model, save_directory: str | os.PathLike) -> None:
         auto_map.update(dict.fromkeys(MODEL_AUTO_CLASSES, class_reference))
         model.config.auto_map = auto_map
     os.makedirs(save_directory, exist_ok=True)
-    model_card_path = os.path.join(save_directory, "README.md")
-    if not os.path.exists(model_card_path):
-        with open(model_card_path, "w", encoding="utf-8") as handle:
-            handle.write(MODEL_CARD)
+    if not os.path.exists(os.path.join(save_directory, "README.md")):
+        write_model_card(save_directory, model, training_summary=training_summary)
 
 
 def check_pipeline_can_be_saved(pipeline) -> None:
@@ -172,7 +134,8 @@ def package_pipeline_directory(pipeline, save_directory: str | os.PathLike) -> N
       this directory";
     - each component recorded under its full module path (`transformers_janus.modeling_janus_pro`) is recorded under
       the module file its own folder carries (`modeling_janus_pro`, copied there by the component's `save_pretrained`
-      as transformers remote code), which diffusers loads as a custom component of that folder.
+      as transformers remote code), which diffusers loads as a custom component of that folder;
+    - the pipeline's card (`model_card.model_card_for`) is written as README.md unless the directory has one.
     """
     loader_module = write_pipeline_loader(pipeline, save_directory)
     index_path = os.path.join(save_directory, pipeline.config_name)
@@ -188,10 +151,11 @@ def package_pipeline_directory(pipeline, save_directory: str | os.PathLike) -> N
     with open(index_path, "w", encoding="utf-8") as handle:
         json.dump(model_index, handle, indent=2, sort_keys=True)
         handle.write("\n")
+    if not os.path.exists(os.path.join(save_directory, "README.md")):
+        write_model_card(save_directory, pipeline)
 
 
 __all__ = [
-    "MODEL_CARD",
     "check_pipeline_can_be_saved",
     "package_pipeline_directory",
     "prepare_model_directory",

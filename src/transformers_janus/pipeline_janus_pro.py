@@ -19,6 +19,7 @@ from diffusers.utils import logging, replace_example_docstring
 from transformers import PreTrainedModel, ProcessorMixin
 
 from .lora_loading import JanusProLoraLoaderMixin
+from .model_card import model_card_for, push_folder_with_card
 from .packaging import check_pipeline_can_be_saved, package_pipeline_directory
 
 
@@ -139,6 +140,43 @@ class JanusProImagePipeline(JanusProLoraLoaderMixin, DiffusionPipeline):
         """
         check_pipeline_can_be_saved(self)
         return super().save_pretrained(save_directory, **kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        subfolder: str | None = None,
+        *,
+        tags: list[str] | None = None,
+        training_summary=None,
+    ) -> str:
+        """
+        Upload the saved pipeline as `DiffusionPipeline.push_to_hub` does, with our card (diffusers writes its generic
+        template): `base_model` (the Hub id the model came from), `library_name: diffusers`, `pipeline_tag:
+        text-to-image`, how to load it with and without this package, and `training_summary` if given.
+        """
+        if subfolder:
+            raise ValueError(
+                f"`subfolder` ({subfolder!r}) is not supported: a pipeline is pushed at the root of its repository, "
+                "where `model_index.json` and its card belong. Push it to a repository of its own."
+            )
+        check_pipeline_can_be_saved(self)
+        return push_folder_with_card(
+            repo_id,
+            lambda directory: self.save_pretrained(directory, safe_serialization=safe_serialization, variant=variant),
+            lambda full_id: model_card_for(
+                self, repo_id=full_id, training_summary=training_summary, tags=[tags] if isinstance(tags, str) else tags
+            ),
+            commit_message=commit_message or "Upload pipeline",
+            private=private,
+            token=token,
+            create_pr=create_pr,
+        )
 
     def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """Write `model_index.json`, then make the directory loadable without this package (`save_pretrained` calls it

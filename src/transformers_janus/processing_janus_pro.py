@@ -10,6 +10,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.utils import logging
 
+from .model_card import model_card_for, push_folder_with_card
 from .utils import unconditional_input_ids
 from .image_processing_janus_pro import JanusProImageProcessor, JanusProImageProcessorKwargs
 
@@ -145,6 +146,36 @@ class JanusProProcessor(ProcessorMixin):
                 )
             tokenizer.pad_token = self.pad_token
         tokenizer.padding_side = "left"
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = None,
+        tags: list[str] | None = None,
+    ):
+        """
+        Upload the processor as `ProcessorMixin.push_to_hub` does, with our card instead of transformers' generic one
+        (see `model_card.card_to_upload`: pushed after the model into the same repository, the model's card stays).
+        `max_shard_size` is taken for the generic signature; a processor has no weights to shard.
+        """
+        return push_folder_with_card(
+            repo_id,
+            lambda directory: self.save_pretrained(directory),
+            lambda full_id: model_card_for(self, repo_id=full_id, tags=[tags] if isinstance(tags, str) else tags),
+            commit_message=commit_message or "Upload processor",
+            commit_description=commit_description,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+        )
 
     def _token_id(self, token: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)

@@ -220,12 +220,14 @@ def load_checkpoint(accelerator, path: str | os.PathLike) -> dict:
     return training_state
 
 
-def save_final_model(accelerator, model, processor, output_dir: str | os.PathLike):
+def save_final_model(accelerator, model, processor, output_dir: str | os.PathLike, training_summary=None):
     """
     Save the trained model (gathered from every process under FSDP/DeepSpeed) and the processor with
     `save_pretrained` into `output_dir`, beside its checkpoints (for a PEFT model: the adapter). The files are written
     into a temporary sibling folder and moved in with `config.json` (`adapter_config.json`) last, so a folder whose
-    config is present holds the complete weights.
+    config is present holds the complete weights. `training_summary` (a `model_card.TrainingSummary`: stage, data,
+    arguments, final losses) goes into the model card (README.md), whose `base_model` names the Hub id the weights
+    were loaded from.
     """
     state_dict = accelerator.get_state_dict(model)  # collective under FSDP and DeepSpeed: every process calls it
     if accelerator.is_main_process:
@@ -233,7 +235,13 @@ def save_final_model(accelerator, model, processor, output_dir: str | os.PathLik
         staging = output_dir / ".final.saving"
         shutil.rmtree(staging, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+        is_adapter = hasattr(unwrapped, "get_base_model") and hasattr(unwrapped, "peft_config")
+        card_kwargs = {"training_summary": training_summary} if training_summary is not None and not is_adapter else {}
+        unwrapped.save_pretrained(staging, state_dict=state_dict, safe_serialization=True, **card_kwargs)
+        if is_adapter:  # PEFT writes its generic card (text-generation, no training); ours replaces it
+            from ..model_card import write_model_card
+
+            write_model_card(staging, unwrapped, training_summary=training_summary)
         processor.save_pretrained(staging)
         files = sorted(path for path in staging.rglob("*") if path.is_file())
         for path in files:

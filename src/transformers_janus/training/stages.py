@@ -28,10 +28,12 @@ class StageDefaults:
 
 
 # Prefixes of `JanusProForConditionalGeneration.named_parameters()`.
+_ADAPTORS_AND_IMAGE_HEAD = ("model.aligner.", "model.gen_aligner.", "model.gen_head.", "model.gen_embed.")
+_LANGUAGE_MODEL = ("model.language_model.", "lm_head.")
 STAGES = {
     1: StageDefaults(
         stage=1,
-        trainable_modules=("model.aligner.", "model.gen_aligner.", "model.gen_head.", "model.gen_embed."),
+        trainable_modules=_ADAPTORS_AND_IMAGE_HEAD,
         learning_rate=1e-3,
         warmup_steps=600,
         mix_ratio=(1, 0, 3),
@@ -40,14 +42,7 @@ STAGES = {
     ),
     2: StageDefaults(
         stage=2,
-        trainable_modules=(
-            "model.aligner.",
-            "model.gen_aligner.",
-            "model.gen_head.",
-            "model.gen_embed.",
-            "model.language_model.",
-            "lm_head.",
-        ),
+        trainable_modules=_ADAPTORS_AND_IMAGE_HEAD + _LANGUAGE_MODEL,
         learning_rate=1e-4,
         warmup_steps=5000,
         mix_ratio=(2, 3, 5),
@@ -56,15 +51,7 @@ STAGES = {
     ),
     3: StageDefaults(
         stage=3,
-        trainable_modules=(
-            "model.vision_model.",
-            "model.aligner.",
-            "model.gen_aligner.",
-            "model.gen_head.",
-            "model.gen_embed.",
-            "model.language_model.",
-            "lm_head.",
-        ),
+        trainable_modules=("model.vision_model.",) + _ADAPTORS_AND_IMAGE_HEAD + _LANGUAGE_MODEL,
         learning_rate=4e-5,
         warmup_steps=0,
         mix_ratio=(5, 1, 4),
