@@ -99,3 +99,43 @@ def test_training_doc_data_examples_are_valid_records(checkpoint_dir, tmp_path):
         supervised.append(processor.tokenizer.decode(labels[labels != -100], skip_special_tokens=True))
     assert supervised == [" A red circle.", " Blue stripes.", " 3 plus 4 is 7."]
     assert checked["generation"][0]["caption"] == "a red circle"
+
+
+def test_finetuning_doc_sft_commands_run(checkpoint_dir, fixture_dir, tmp_path):
+    """The doc's `training/sft_trl.py` commands, as written, on the fixture and two records (one step each)."""
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    repo = DOCS.parent
+    blocks = re.findall(r"```bash\n(.*?)```", (DOCS / "finetuning.md").read_text(), re.DOTALL)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    commands = [shlex.split(line) for line in lines if line.startswith("python training/sft_trl.py")]
+    assert len(commands) == 3, commands
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("und_image.png", "vq_image.png"):
+        shutil.copy(fixture_dir / name, data / name)
+    understanding = [
+        {"messages": [{"role": "user", "content": "<image_placeholder>\nWhat is it?"}, {"role": "assistant", "content": "A cat."}], "images": ["und_image.png"]},
+        {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}]},
+    ]
+    generation = [{"caption": "a cat", "image": "und_image.png"}, {"caption": "a square", "image": "vq_image.png"}]
+    for name, records in (("understanding", understanding), ("generation", generation)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    for command in commands:
+        arguments = [str(checkpoint_dir) if value == "deepseek-ai/Janus-Pro-1B" else value for value in command[2:]]
+        # One step of batch 2 instead of the doc's run (later flags win)
+        arguments += ["--max_steps", "1", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"]
+        arguments += ["--report_to", "none", "--save_strategy", "no"]
+        result = subprocess.run(
+            [sys.executable, str(repo / command[1]), *arguments], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        output_dir = tmp_path / arguments[arguments.index("--output_dir") + 1]
+        weights = "adapter_model.safetensors" if "--use_peft" in arguments else "model.safetensors"
+        assert (output_dir / weights).is_file() and "janus-pro" in (output_dir / "README.md").read_text()
