@@ -101,8 +101,9 @@ def test_training_doc_data_examples_are_valid_records(checkpoint_dir, tmp_path):
     assert checked["generation"][0]["caption"] == "a red circle"
 
 
-def test_finetuning_doc_sft_commands_run(checkpoint_dir, fixture_dir, tmp_path):
-    """The doc's `training/sft_trl.py` commands, as written, on the fixture and two records (one step each)."""
+def test_finetuning_doc_commands_run(checkpoint_dir, fixture_dir, tmp_path):
+    """Every `python training/...` command of the doc, as written and in order, on the fixture and a few records (the
+    training runs cut to one step, on the CPU in float32)."""
     import json
     import os
     import shlex
@@ -112,10 +113,13 @@ def test_finetuning_doc_sft_commands_run(checkpoint_dir, fixture_dir, tmp_path):
     repo = DOCS.parent
     blocks = re.findall(r"```bash\n(.*?)```", (DOCS / "finetuning.md").read_text(), re.DOTALL)
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
-    commands = [shlex.split(line) for line in lines if line.startswith("python training/sft_trl.py")]
-    assert len(commands) == 3, commands
+    commands = [shlex.split(line) for line in lines if line.startswith("python training/")]
+    assert [command[1] for command in commands] == ["training/sft_trl.py"] * 3 + [
+        "training/train.py", "training/examples/lora_grid.py", "training/train.py", "training/examples/lora_grid.py"
+    ]
     data = tmp_path / "data"
     data.mkdir()
+    (tmp_path / "docs" / "images").mkdir(parents=True)
     for name in ("und_image.png", "vq_image.png"):
         shutil.copy(fixture_dir / name, data / name)
     understanding = [
@@ -123,19 +127,31 @@ def test_finetuning_doc_sft_commands_run(checkpoint_dir, fixture_dir, tmp_path):
         {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}]},
     ]
     generation = [{"caption": "a cat", "image": "und_image.png"}, {"caption": "a square", "image": "vq_image.png"}]
-    for name, records in (("understanding", understanding), ("generation", generation)):
+    for name, records in (("understanding", understanding), ("generation", generation), ("style", generation)):
         (data / f"{name}.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    one_step = {
+        "training/sft_trl.py": ["--max_steps", "1", "--per_device_train_batch_size", "2", "--report_to", "none",
+                                "--save_strategy", "no"],
+        "training/train.py": ["--max_steps", "1", "--per_device_train_batch_size", "2", "--save_steps", "0",
+                              "--mixed_precision", "no", "--gradient_checkpointing", "false", "--use_cpu"],
+    }
     env = dict(os.environ, PYTHONPATH=str(repo / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    fixture = "tests/fixtures/janus-pro-tiny-original/checkpoint"
     for command in commands:
-        arguments = [str(checkpoint_dir) if value == "deepseek-ai/Janus-Pro-1B" else value for value in command[2:]]
-        # One step of batch 2 instead of the doc's run (later flags win)
-        arguments += ["--max_steps", "1", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"]
-        arguments += ["--report_to", "none", "--save_strategy", "no"]
+        script = command[1]
+        arguments = [
+            str(checkpoint_dir) if value in ("deepseek-ai/Janus-Pro-1B", fixture) else value for value in command[2:]
+        ]
+        arguments = [str(repo / value) if value.startswith("training/configs/") else value for value in arguments]
+        arguments += one_step.get(script, []) + (["--gradient_accumulation_steps", "1"] if script in one_step else [])
         result = subprocess.run(
-            [sys.executable, str(repo / command[1]), *arguments], cwd=tmp_path, env=env, capture_output=True, text=True,
+            [sys.executable, str(repo / script), *arguments], cwd=tmp_path, env=env, capture_output=True, text=True,
             timeout=300,
         )
-        assert result.returncode == 0, result.stderr[-3000:]
-        output_dir = tmp_path / arguments[arguments.index("--output_dir") + 1]
-        weights = "adapter_model.safetensors" if "--use_peft" in arguments else "model.safetensors"
-        assert (output_dir / weights).is_file() and "janus-pro" in (output_dir / "README.md").read_text()
+        assert result.returncode == 0, f"{script} {arguments}: {result.stderr[-3000:]}"
+        if "--output_dir" in arguments:
+            output_dir = tmp_path / arguments[arguments.index("--output_dir") + 1]
+            # LoRA runs (`--use_peft`, or `use_peft: true` in their YAML) save the adapter, the others the model
+            weights = "adapter_model.safetensors" if "lora" in output_dir.name else "model.safetensors"
+            assert (output_dir / weights).is_file() and "janus-pro" in (output_dir / "README.md").read_text()
+    assert (tmp_path / "docs" / "images" / "lora_before_after.png").is_file()
