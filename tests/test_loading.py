@@ -400,3 +400,12 @@ def test_bad_config_json_is_one_error_naming_the_file(ours_dir, tmp_path, conten
         with pytest.raises(CheckpointError, match=message) as error:
             load(destination)
         assert str(destination / "config.json") in str(error.value)
+
+
+def test_deepseek_load_gives_every_tensor_its_own_storage(model):
+    """SigLIP's q/k/v split from DeepSeek's fused qkv must not stay views of one storage: a plain safetensors save
+    (`Accelerator.save_state`) would keep one and drop the others."""
+    tensors = list(model.state_dict().values())
+    storages = [tensor.untyped_storage() for tensor in tensors]
+    assert len({storage.data_ptr() for storage in storages}) == len(storages)
+    assert all(storage.nbytes() == t.numel() * t.element_size() for storage, t in zip(storages, tensors))

@@ -271,7 +271,6 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         resolve_checkpoint,
         save_checkpoint,
         save_final_model,
-        separate_shared_storage,
     )
     from transformers_janus.training.collator import JanusProDataCollator
     from transformers_janus.training.data import (
@@ -349,7 +348,6 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     if data_args.packing and model_args.attn_implementation in (None, "sdpa"):
         # Packed rows: causal SDPA per sample instead of one masked attention over the whole row (same numbers)
         model.set_attn_implementation({"text_config": register_packed_sdpa()})
-    separate_shared_storage(model)
     janus = model  # the model itself, also under a PEFT wrapper
     if model_args.use_peft:
         # LoRA: PEFT freezes every base weight and trains the adapter (and any `modules_to_save`)

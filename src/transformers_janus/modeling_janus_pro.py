@@ -34,7 +34,7 @@ from .deepseek_format import (
 )
 from .model_card import model_card_for, push_folder_with_card
 from .packaging import prepare_model_directory
-from .utils import checkpoint_format, hub_kwargs_from
+from .utils import checkpoint_format, hub_kwargs_from, separate_shared_storage
 
 
 logger = logging.get_logger(__name__)
@@ -134,6 +134,8 @@ class JanusProPreTrainedModel(PreTrainedModel):
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
             )
         use_mapped_generation_config(model)
+        if from_deepseek:  # SigLIP's q/k/v come out of the split as views of DeepSeek's fused qkv tensor
+            separate_shared_storage(model)
         if strict and not output_loading_info and pretrained_model_name_or_path is not None:
             check_loaded_weights(model, pretrained_model_name_or_path, loading_info, **hub_kwargs_from(kwargs))
         return (model, loading_info) if output_loading_info else model

@@ -167,3 +167,23 @@ def unconditional_input_ids(
     for token_id in keep_token_ids:
         keep |= input_ids == token_id
     return torch.where(keep, input_ids, torch.full_like(input_ids, pad_token_id))
+
+
+def separate_shared_storage(model) -> list[str]:
+    """
+    Give every parameter and buffer of `model` a storage of its own, exactly its size; returns the names that had
+    none. transformers' loader splits DeepSeek's fused SigLIP `qkv` tensor into q/k/v views of one storage; a plain
+    `safetensors` save (e.g. `Accelerator.save_state`) would then keep one of them and drop the others, and refuse to
+    load the one kept, since it covers only a third of its storage.
+    """
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    users = {}
+    for _, tensor in tensors:
+        users[tensor.untyped_storage().data_ptr()] = users.get(tensor.untyped_storage().data_ptr(), 0) + 1
+    separated = []
+    for name, tensor in tensors:
+        storage = tensor.untyped_storage()
+        if users[storage.data_ptr()] > 1 or storage.nbytes() != tensor.numel() * tensor.element_size():
+            tensor.data = tensor.data.clone()
+            separated.append(name)
+    return separated

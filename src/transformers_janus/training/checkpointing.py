@@ -53,26 +53,6 @@ def _write_json(path: Path, content: dict):
         os.fsync(file.fileno())
 
 
-def separate_shared_storage(model) -> list[str]:
-    """
-    Give every parameter and buffer of `model` a storage of its own, exactly its size; returns the names that had
-    none. A checkpoint in DeepSeek's format loads SigLIP's q/k/v projections as views of its fused `qkv` tensor;
-    safetensors (under `Accelerator.save_state`) would keep one of them and drop the others, and then refuse to load
-    the one kept, since it covers only a third of its storage.
-    """
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    users = {}
-    for _, tensor in tensors:
-        users[tensor.untyped_storage().data_ptr()] = users.get(tensor.untyped_storage().data_ptr(), 0) + 1
-    separated = []
-    for name, tensor in tensors:
-        storage = tensor.untyped_storage()
-        if users[storage.data_ptr()] > 1 or storage.nbytes() != tensor.numel() * tensor.element_size():
-            tensor.data = tensor.data.clone()
-            separated.append(name)
-    return separated
-
-
 def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
     """Where the checkpoint of `step` lives: `output_dir/checkpoint-STEP`."""
     return Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
