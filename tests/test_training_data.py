@@ -282,6 +282,17 @@ def test_bad_samples_are_found_up_front_with_record_ids_and_reasons(processor, m
 
     kept = check_samples(data, encoder, on_bad_sample="skip")
     assert kept["understanding"]["record_id"] == ["und.jsonl:1"]
+    # Two processes each check half the records; the gathered verdict is the same on both
+    shards = [find_bad_samples(dataset.shard(2, rank, contiguous=True), encoder) for rank in (0, 1) for dataset in data.values()]
+    everything = [sample for shard in shards for sample in shard]
+    for rank in (0, 1):
+        split = check_samples(data, encoder, on_bad_sample="skip", shard=(rank, 2), gather=lambda found: everything)
+        assert {kind: list(dataset["record_id"]) for kind, dataset in split.items()} == {
+            kind: list(dataset["record_id"]) for kind, dataset in kept.items()
+        }
+    checked = []
+    check_samples(data, encoder, on_bad_sample="skip", shard=(1, 2), gather=lambda found: checked.extend(found) or everything)
+    assert {s.record_id for s in checked} == {"und.jsonl:5", "und.jsonl:6", "und.jsonl:7", "und.jsonl:8", "gen.jsonl:3"}
     assert kept["generation"]["record_id"] == ["gen.jsonl:1"]
     assert all(encoder.encode(record)["record_id"] for dataset in kept.values() for record in dataset)
 

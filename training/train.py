@@ -279,6 +279,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
         check_samples,
         load_samples,
     )
+    from accelerate.utils import gather_object
+
     from transformers_janus.training.mixing import RatioMixer
     from transformers_janus.training.optimization import create_optimizer_and_scheduler, training_step
     from transformers_janus.training.stages import apply_freeze_policy
@@ -331,7 +333,14 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     with accelerator.main_process_first():  # the main process fills the datasets cache, the others read it
         datasets_by_kind = {kind: load_samples(source, kind) for kind, source in sources.items() if source}
     checking_encoder = JanusProSampleEncoder(processor, data_args.max_length, cfg_drop_prob=data_args.cfg_drop_prob)
-    datasets_by_kind = check_samples(datasets_by_kind, checking_encoder, on_bad_sample=data_args.on_bad_sample)
+    # Each process checks its share of the records; all reach the same verdict
+    datasets_by_kind = check_samples(
+        datasets_by_kind,
+        checking_encoder,
+        on_bad_sample=data_args.on_bad_sample,
+        shard=(accelerator.process_index, accelerator.num_processes),
+        gather=gather_object if accelerator.num_processes > 1 else None,
+    )
     per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     mixer = RatioMixer(
         {kind: len(dataset) for kind, dataset in datasets_by_kind.items()},

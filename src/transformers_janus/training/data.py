@@ -570,16 +570,30 @@ def check_samples(
     encoder: JanusProSampleEncoder,
     on_bad_sample: str = "fail",
     max_listed: int = 5,
+    shard: tuple[int, int] = (0, 1),
+    gather=None,
 ) -> dict[str, datasets.Dataset]:
     """
     Check every record of every kind before training. `on_bad_sample="fail"` raises one `BadSampleError` with the
     count per kind and the first `max_listed` offending record ids and reasons of each; `"skip"` drops them, logs the
     counts and returns the datasets without them.
+
+    Several processes split the work: with `shard=(rank, world_size)` each checks its contiguous share of every
+    kind, and `gather` (e.g. `accelerate.utils.gather_object`) joins the bad samples found by all, so every process
+    reaches the same verdict having decoded only its share of the images.
     """
     if on_bad_sample not in ("fail", "skip"):
         raise ValueError(f"`on_bad_sample` must be 'fail' or 'skip', got {on_bad_sample!r}.")
-    bad_by_kind = {kind: find_bad_samples(dataset, encoder) for kind, dataset in datasets_by_kind.items()}
-    bad_by_kind = {kind: bad for kind, bad in bad_by_kind.items() if bad}
+    index, num_shards = shard
+    found = []
+    for kind, dataset in datasets_by_kind.items():
+        share = dataset.shard(num_shards, index, contiguous=True) if num_shards > 1 else dataset
+        found += find_bad_samples(share, encoder)
+    if gather is not None:
+        found = gather(found)
+    bad_by_kind = {}
+    for sample in found:
+        bad_by_kind.setdefault(sample.kind, []).append(sample)
     if not bad_by_kind:
         return dict(datasets_by_kind)
     summary = []
