@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from transformers_janus.image_generation import filter_logits
+from transformers_janus.image_generation import image_logits_warpers
 from transformers_janus.utils import unconditional_input_ids
 
 # ~10x the error measured on the fixture (fp32, CPU; table in tests/fixtures/README.md): guided logits up to 1.1e-6
@@ -110,9 +110,14 @@ def test_negative_prompt_replaces_the_pad_rows(model, golden, checkpoint_dir):
 
 def test_filtering_keeps_top_k_and_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.isfinite(filter_logits(logits, top_k=2, top_p=None)).tolist() == [[True, True, False, False]]
-    assert torch.isfinite(filter_logits(logits, top_k=None, top_p=0.7)).tolist() == [[True, True, False, False]]
-    assert torch.isfinite(filter_logits(logits, top_k=None, top_p=0.1)).tolist() == [[True, False, False, False]]
+
+    def kept(**kwargs):
+        return torch.isfinite(image_logits_warpers(**kwargs)(None, logits.clone())).tolist()
+
+    assert kept(top_k=2) == [[True, True, False, False]]
+    assert kept(top_p=0.7) == [[True, True, False, False]]
+    assert kept(top_p=0.1) == [[True, False, False, False]]
+    assert image_logits_warpers(temperature=1.0, top_p=1.0) == []  # warpers that change nothing are left out
 
 
 def test_wrong_generator_count_is_refused(model, prompt_rows):

@@ -74,11 +74,6 @@ def image_logits_warpers(temperature: float = 1.0, top_k: int | None = None, top
     return warpers
 
 
-def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Top-k then nucleus filtering of `[batch, vocab]` logits, with transformers' warpers."""
-    return image_logits_warpers(top_k=top_k, top_p=top_p)(None, logits)
-
-
 def sample_from_uniforms(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.LongTensor:
     """Inverse-CDF sampling from `softmax(logits)` with pre-drawn uniforms `[batch]`: exact, and batch-independent."""
     cdf = logits.softmax(-1).cumsum(-1)
