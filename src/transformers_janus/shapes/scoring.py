@@ -4,8 +4,9 @@ Scoring for the shapes world: a deterministic detector, a GenEval-style scorer o
 The detector reads any image that follows the world's specification (see `world`): pixels far from grey (spread of
 channels > `min_spread`) take the nearest palette colour within `tolerance`; same-colour 4-connected components are
 objects, components smaller than `min_area` (scaled with the image) are dropped as noise (e.g. from VQ reconstructions),
-and the shape comes from geometry: the fill ratio of the bounding box (square ~ 1, circle ~ pi/4, triangle ~ 1/2) and,
-for the triangle, its width profile (narrow top, wide bottom).
+and the shape comes from geometry: the fill ratio of the bounding box (square ~ 1, circle ~ pi/4, triangle ~ 1/2),
+the triangle's width profile (narrow top, wide bottom), and the box's corners (full for a square, mostly empty for a
+circle, which keeps blurred squares square).
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def classify_shape(mask: np.ndarray) -> str:
     top, bottom = rows[:quarter].mean(), rows[-quarter:].mean()
     if fill < 0.66 and top < 0.6 * bottom:
         return "triangle"
-    return "square" if fill > 0.89 else "circle"
+    # A square fills its bounding box's corners, a circle leaves them mostly empty (blur rounds a square's corners
+    # but not that much), so the corners separate them more robustly than the fill ratio alone.
+    k = max(1, round(0.2 * min(height, width)))
+    corners = np.mean([mask[:k, :k].mean(), mask[:k, -k:].mean(), mask[-k:, :k].mean(), mask[-k:, -k:].mean()])
+    return "square" if corners > 0.6 and fill > 0.8 else "circle"
 
 
 def detect_objects(
