@@ -120,7 +120,9 @@ def test_world_spec_scales_and_rejects_bad_sizes():
         random_scene(np.random.default_rng(0), exclude_pairs={(c, s) for c in COLOUR_NAMES for s in SHAPES})
 
 
-NOUN = re.compile(r"\b(a|an|one|two|three|four) (?:(red|orange|yellow|green|blue|purple) )?(circle|square|triangle)s?\b")
+NOUN = re.compile(
+    r"\b(a|an|one|two|three|four) (?:(red|orange|yellow|green|blue|purple) )?(circle|square|triangle)s?\b"
+)
 NUMBER = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 
 
@@ -223,7 +225,8 @@ def test_write_shapes_data(tmp_path):
     again = write_shapes_data(tmp_path / "again", 30, 20, 40, seed=0, num_stage1=30)
     for kind in ("understanding", "text", "generation", "stage1"):
         assert again[kind].read_text() == files[kind].read_text()
-    assert (tmp_path / "again/images/generation_000007.png").read_bytes() == (out / "images/generation_000007.png").read_bytes()
+    image = "images/generation_000007.png"
+    assert (tmp_path / "again" / image).read_bytes() == (out / image).read_bytes()
     # The training scripts read every file without a problem.
     from transformers_janus.training.data import load_samples
 
@@ -357,7 +360,9 @@ def test_vqa_scorer_normalises():
     assert normalize_answer("  The Two RED circles!! ") == "2 red circles"
     assert vqa_correct("Yes.", "yes") and vqa_correct("three", "3") and vqa_correct("a circle", "Circle")
     assert not vqa_correct("3 circles", "3") and not vqa_correct("no", "yes")
-    scores = vqa_scores([("count", "Two", "2"), ("count", "4", "3"), ("colour", "Red.", "red"), ("colour", "blue", "blue")])
+    scores = vqa_scores(
+        [("count", "Two", "2"), ("count", "4", "3"), ("colour", "Red.", "red"), ("colour", "blue", "blue")]
+    )
     assert scores == {"colour": 1.0, "count": 0.5, "overall": 0.75}
     assert format_scores(scores, {"colour": 2, "count": 2, "overall": 4}) == (
         "| category | accuracy | n |\n|---|---:|---:|\n| colour | 1.000 | 2 |\n| count | 0.500 | 2 |\n"

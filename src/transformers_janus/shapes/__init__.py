@@ -1,7 +1,7 @@
 """
-The shapes world (issue 12): procedural scenes of coloured shapes, their captions and conversations, data writers for
-the training scripts, and GenEval-style / VQA scorers. Not imported by `transformers_janus` itself; needs only numpy and
-Pillow.
+The shapes world (issue 12): procedural scenes of coloured shapes, their captions and conversations, data writers
+for the training scripts, and GenEval-style / VQA scorers. Not imported by `transformers_janus` itself; needs only
+numpy and Pillow.
 """
 
 from .datasets import write_shapes_data

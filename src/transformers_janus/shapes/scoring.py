@@ -2,11 +2,11 @@
 Scoring for the shapes world: a deterministic detector, a GenEval-style scorer of generated images, and a VQA scorer.
 
 The detector reads any image that follows the world's specification (see `world`): pixels far from grey (spread of
-channels > `min_spread`) take the nearest palette colour within `tolerance`; same-colour 4-connected components are
-objects, components smaller than `min_area` (scaled with the image) are dropped as noise (e.g. from VQ reconstructions),
-and the shape comes from geometry: the fill ratio of the bounding box (square ~ 1, circle ~ pi/4, triangle ~ 1/2),
-the triangle's width profile (narrow top, wide bottom), and the box's corners (full for a square, mostly empty for a
-circle, which keeps blurred squares square).
+channels > `min_spread`) take the nearest palette colour within `tolerance`; same-colour 4-connected components
+are objects, components smaller than `min_area` (scaled with the image) are dropped as noise (e.g. from VQ
+reconstructions), and the shape comes from geometry: the fill ratio of the bounding box (square ~ 1, circle ~
+pi/4, triangle ~ 1/2), the triangle's width profile (narrow top, wide bottom), and the box's corners (full for a
+square, mostly empty for a circle, which keeps blurred squares square).
 """
 
 from __future__ import annotations

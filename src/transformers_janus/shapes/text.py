@@ -95,7 +95,9 @@ def counting_spec(shape: str, count: int) -> PromptSpec:
 
 
 def colors_spec(colour: str, shape: str) -> PromptSpec:
-    return PromptSpec("colors", f"a photo of {noun_phrase(colour, shape)}", ({"class": shape, "count": 1, "color": colour},))
+    return PromptSpec(
+        "colors", f"a photo of {noun_phrase(colour, shape)}", ({"class": shape, "count": 1, "color": colour},)
+    )
 
 
 def position_spec(first: str, relation: str, second: str) -> PromptSpec:
@@ -209,7 +211,8 @@ def vqa_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str
     out.append(("count", f"How many {colour} objects are there?", str(scene.count(colour=colour))))
     for i, a in enumerate(objects):
         for j, b in enumerate(objects):
-            if i == j or not (_unique(scene, shape=a.shape, colour=a.colour) and _unique(scene, shape=b.shape, colour=b.colour)):
+            named = _unique(scene, shape=a.shape, colour=a.colour) and _unique(scene, shape=b.shape, colour=b.colour)
+            if i == j or not named:
                 continue
             name_a, name_b = f"the {a.colour} {a.shape}", f"the {b.colour} {b.shape}"
             for relation in sorted(scene.relations(i, j)):
