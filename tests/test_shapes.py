@@ -368,3 +368,15 @@ def test_vqa_scorer_normalises():
         "| category | accuracy | n |\n|---|---:|---:|\n| colour | 1.000 | 2 |\n| count | 0.500 | 2 |\n"
         "| overall | 0.750 | 4 |"
     )
+
+
+def test_docs_python_block_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs/shapes.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    namespace = {}
+    exec(block, namespace)
+    assert namespace["spec"].prompt == "a photo of a red circle and a green square"
+    assert namespace["score_image"](namespace["scene_from_spec"](namespace["spec"], namespace["rng"]).render(),
+                                    namespace["spec"])

@@ -5,8 +5,8 @@ The detector reads any image that follows the world's specification (see `world`
 channels > `min_spread`) take the nearest palette colour within `tolerance`; same-colour 4-connected components
 are objects, components smaller than `min_area` (scaled with the image) are dropped as noise (e.g. from VQ
 reconstructions), and the shape comes from geometry: the fill ratio of the bounding box (square ~ 1, circle ~
-pi/4, triangle ~ 1/2), the triangle's width profile (narrow top, wide bottom), and the box's corners (full for a
-square, mostly empty for a circle, which keeps blurred squares square).
+pi/4, triangle ~ 1/2), the triangle's profile (a third as much area above its middle as below), and the box's
+corners (full for a square, mostly empty for a circle, which keeps blurred squares square).
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ def classify_shape(mask: np.ndarray) -> str:
     height, width = mask.shape
     fill = mask.sum() / (height * width)
     rows = mask.sum(axis=1)
-    quarter = max(1, height // 4)
-    top, bottom = rows[:quarter].mean(), rows[-quarter:].mean()
-    if fill < 0.66 and top < 0.6 * bottom:
+    # An upright triangle holds a quarter of its area in its upper half (a circle or square a half), and keeps that
+    # asymmetry when JPEG or a VQ model eats its thin apex, which shrinks the box and raises the fill ratio.
+    upper, lower = rows[: height // 2].sum(), rows[(height + 1) // 2 :].sum()
+    if fill < 0.75 and upper < 0.6 * lower:
         return "triangle"
     # A square fills its bounding box's corners, a circle leaves them mostly empty (blur rounds a square's corners
     # but not that much), so the corners separate them more robustly than the fill ratio alone.
