@@ -102,10 +102,11 @@ def classify_shape(mask: np.ndarray) -> str:
     if fill < 0.75 and upper < 0.6 * lower:
         return "triangle"
     # A square fills its bounding box's corners, a circle leaves them mostly empty (blur rounds a square's corners
-    # but not that much), so the corners separate them more robustly than the fill ratio alone.
+    # but not that much: measured corner fill <= 0.24 for circles, >= 0.58 for squares, clean, JPEG 50 or
+    # blurred with radius 1), so the corners separate them more robustly than the fill ratio alone.
     k = max(1, round(0.2 * min(height, width)))
     corners = np.mean([mask[:k, :k].mean(), mask[:k, -k:].mean(), mask[-k:, :k].mean(), mask[-k:, -k:].mean()])
-    return "square" if corners > 0.6 and fill > 0.8 else "circle"
+    return "square" if corners > 0.4 and fill > 0.8 else "circle"
 
 
 def detect_objects(
