@@ -156,3 +156,8 @@ def _write_all(root: Path, world: WorldSpec, seed: int, num_understanding: int, 
         _write_jsonl(root / "eval_vqa.jsonl", records)
         files["eval_vqa"] = "eval_vqa.jsonl"
     return files
+
+
+__all__ = [
+    "generation_scene", "write_shapes_data",
+]

@@ -245,3 +245,9 @@ def vqa_scores(results: list[tuple[str, str, str]]) -> dict[str, float]:
     scores = {category: float(np.mean(v)) for category, v in sorted(by_category.items())}
     scores["overall"] = float(np.mean([c for v in by_category.values() for c in v])) if results else float("nan")
     return scores
+
+
+__all__ = [
+    "DetectedObject", "colour_map", "connected_components", "classify_shape", "detect_objects", "score_image",
+    "geneval_scores", "format_scores", "normalize_answer", "vqa_correct", "vqa_scores",
+]

@@ -4,7 +4,8 @@ captions, stage-I class names, VQA conversations, plain-text conversations; and 
 specs (GenEval's metadata format) that a scene is rendered from, for evaluation prompts.
 
 A GenEval-template caption describes the whole scene (a counting caption's scene holds exactly that many objects and
-nothing else), so a text-to-image model learns that the prompt is all there is.
+nothing else), so a text-to-image model learns that the prompt is all there is. Text asserts only relations that
+hold clearly (`world.CLEAR_SHARE`), never a diagonal pair on GenEval's boundary.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .world import (
+    CLEAR_SHARE,
     COLOUR_NAMES,
     HELD_OUT_PAIRS,
     OPPOSITE_RELATION,
@@ -121,7 +123,10 @@ def color_attr_spec(colour_a: str, shape_a: str, colour_b: str, shape_b: str) ->
 def scene_from_spec(
     spec: PromptSpec, rng: np.random.Generator, world: WorldSpec | None = None, textured: bool | None = None
 ) -> Scene:
-    """A scene holding exactly `spec`'s required objects (unnamed colours random), placed so any position holds."""
+    """
+    A scene holding exactly `spec`'s required objects (unnamed colours random), placed so that any position holds
+    clearly (`CLEAR_SHARE`).
+    """
     world = world or WorldSpec()
     while True:
         attributes = []
@@ -133,10 +138,11 @@ def scene_from_spec(
         if objects is None:
             continue
         scene = _finish_scene(objects, rng, world, textured)
-        if all(
-            "position" not in rule or rule["position"][0] in scene.relations(index, rule["position"][1])
+        clear = [
+            "position" not in rule or rule["position"][0] in scene.relations(index, rule["position"][1], CLEAR_SHARE)
             for index, rule in enumerate(spec.include)
-        ):
+        ]
+        if all(clear):
             return scene
 
 
@@ -158,7 +164,7 @@ def geneval_captions(scene: Scene) -> list[tuple[str, PromptSpec]]:
                 color_attr_spec(b.colour, b.shape, a.colour, a.shape),
             ]
             for first, second in ((0, 1), (1, 0)):
-                for relation in sorted(scene.relations(first, second)):
+                for relation in sorted(scene.relations(first, second, CLEAR_SHARE)):
                     specs.append(position_spec(objects[first].shape, relation, objects[second].shape))
     return [(s.prompt, s) for s in specs]
 
@@ -175,7 +181,7 @@ def free_caption(scene: Scene, rng: np.random.Generator) -> str:
     style = int(rng.integers(4))
     if style == 1 and n == 2:
         a, b = scene.objects
-        relations = sorted(scene.relations(0, 1))
+        relations = sorted(scene.relations(0, 1, CLEAR_SHARE))
         if relations and (a.colour, a.shape) != (b.colour, b.shape):
             relation = relations[int(rng.integers(len(relations)))]
             return f"{noun_phrase(a.colour, a.shape)} {relation} {noun_phrase(b.colour, b.shape)}"
@@ -215,7 +221,7 @@ def vqa_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str
             if i == j or not named:
                 continue
             name_a, name_b = f"the {a.colour} {a.shape}", f"the {b.colour} {b.shape}"
-            for relation in sorted(scene.relations(i, j)):
+            for relation in sorted(scene.relations(i, j, CLEAR_SHARE)):
                 out.append(("position", f"Is {name_a} {relation} {name_b}?", "yes"))
                 # The opposite of a relation that holds is clearly false.
                 out.append(("position", f"Is {name_a} {OPPOSITE_RELATION[relation]} {name_b}?", "no"))
@@ -293,3 +299,10 @@ def evaluation_prompt_specs(rng: np.random.Generator, per_tag: int) -> list[Prom
         a, b = rng.choice(SHAPES, size=2, replace=False)
         specs.append(color_attr_spec(pick(COLOUR_NAMES), str(a), pick(COLOUR_NAMES), str(b)))
     return specs
+
+
+__all__ = [
+    "TAGS", "PromptSpec", "noun_phrase", "single_object_spec", "two_object_spec", "counting_spec", "colors_spec",
+    "position_spec", "color_attr_spec", "scene_from_spec", "geneval_captions", "free_caption", "class_name",
+    "vqa_questions", "understanding_records", "text_conversation", "evaluation_prompt_specs",
+]

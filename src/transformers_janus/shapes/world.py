@@ -34,6 +34,9 @@ RELATIONS = ("left of", "right of", "above", "below")
 OPPOSITE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 # GenEval's `POSITION_THRESHOLD`: centre offsets shrink by this fraction of the two objects' summed extents first.
 POSITION_THRESHOLD = 0.1
+# The share of the unit offset past which the world's own text asserts a relation: GenEval's 0.5 plus a margin, so
+# that a pixel of erosion in a reconstruction (which can tip a diagonal pair at exactly 0.5) never makes it false.
+CLEAR_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -122,21 +125,21 @@ class Scene:
     def centroids(self) -> list[tuple[float, float]]:
         return [o.centroid(self.spec.image_size) for o in self.objects]
 
-    def relations(self, first: int, second: int) -> set[str]:
+    def relations(self, first: int, second: int, share: float = 0.5) -> set[str]:
         """GenEval's relations of object `first` to object `second` (see `relative_position`)."""
         a, b = self.objects[first], self.objects[second]
         n = self.spec.image_size
-        return relative_position(a.centroid(n), (a.size, a.size), b.centroid(n), (b.size, b.size))
+        return relative_position(a.centroid(n), (a.size, a.size), b.centroid(n), (b.size, b.size), share)
 
 
 def relative_position(
     centre_a: tuple[float, float], extent_a: tuple[float, float], centre_b: tuple[float, float],
-    extent_b: tuple[float, float],
+    extent_b: tuple[float, float], share: float = 0.5,
 ) -> set[str]:
     """
     GenEval's `relative_position`, on centroids: the relations of A to B. The offset A - B shrinks by
     `POSITION_THRESHOLD` of the summed (width, height) first; a direction holds when its share of the unit offset
-    passes 0.5, so diagonal placements hold two relations and near-coincident ones none.
+    passes `share` (GenEval: 0.5), so diagonal placements hold two relations and near-coincident ones none.
     """
     offset = np.array(centre_a, dtype=float) - np.array(centre_b, dtype=float)
     dims = np.array(extent_a, dtype=float) + np.array(extent_b, dtype=float)
@@ -146,13 +149,13 @@ def relative_position(
         return set()
     dx, dy = revised / norm
     relations = set()
-    if dx < -0.5:
+    if dx < -share:
         relations.add("left of")
-    if dx > 0.5:
+    if dx > share:
         relations.add("right of")
-    if dy < -0.5:
+    if dy < -share:
         relations.add("above")
-    if dy > 0.5:
+    if dy > share:
         relations.add("below")
     return relations
 
@@ -251,3 +254,10 @@ def _finish_scene(objects, rng: np.random.Generator, spec: WorldSpec, textured: 
     textured = bool(rng.integers(0, 2)) if textured is None else textured
     texture_seed = int(rng.integers(0, 2**31)) if textured else None
     return Scene(objects=objects, background=background, spec=spec, texture_seed=texture_seed)
+
+
+__all__ = [
+    "SHAPES", "COLOURS", "COLOUR_NAMES", "HELD_OUT_PAIRS", "RELATIONS", "OPPOSITE_RELATION", "POSITION_THRESHOLD",
+    "CLEAR_SHARE", "WorldSpec", "SceneObject", "Scene", "relative_position", "render", "random_background",
+    "place_objects", "random_scene",
+]
