@@ -199,10 +199,13 @@ def test_write_shapes_data(tmp_path):
     files = write_shapes_data(out, num_understanding=30, num_text=20, num_generation=40, seed=0, num_stage1=30,
                               num_eval_prompts_per_tag=2, num_eval_vqa_images=5)
     read = {kind: [json.loads(line) for line in path.read_text().splitlines()] for kind, path in files.items()}
-    assert len(read["understanding"]) == 60 and len(read["text"]) == 20 and len(read["generation"]) == 40
+    assert len(read["understanding"]) == 30 and len(read["text"]) == 20 and len(read["generation"]) == 40
     assert all(set(r) == {"messages", "images"} for r in read["understanding"])
-    assert all(r["messages"][0]["content"].count("<image_placeholder>") == len(r["images"]) == 1
-               for r in read["understanding"])
+    # One conversation per image: four questions, the image placeholder in the first one only.
+    for record in read["understanding"]:
+        assert [m["role"] for m in record["messages"]] == ["user", "assistant"] * 4
+        assert [m["content"].count("<image_placeholder>") for m in record["messages"][::2]] == [1, 0, 0, 0]
+        assert len(record["images"]) == 1
     assert all(set(r) == {"messages"} and [m["role"] for m in r["messages"]] == ["user", "assistant"]
                for r in read["text"])
     assert all(set(r) == {"caption", "image"} for r in read["generation"] + read["stage1"])

@@ -237,6 +237,29 @@ def test_vq_cache_reads_back_and_recomputes_for_a_changed_image_or_vq_model(proc
     assert other_cache.precompute([str(image)]) == 0  # already there
 
 
+
+def test_vq_code_cache_fingerprint_is_the_same_in_every_process(checkpoint_dir, tmp_path):
+    """A cache is shared between runs (the shapes recipe's stages): its fingerprint must not depend on the process
+    (diffusers lists `_use_default_values` from a set, in an order that changes with the hash seed)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from transformers_janus import JanusProForConditionalGeneration, JanusProProcessor\n"
+        "from transformers_janus.training.data import VQCodeCache\n"
+        "model = JanusProForConditionalGeneration.from_pretrained(sys.argv[1])\n"
+        "processor = JanusProProcessor.from_pretrained(sys.argv[1])\n"
+        "print(VQCodeCache(model, processor.image_processor, sys.argv[2]).fingerprint)\n"
+    )
+    prints = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run([sys.executable, "-c", script, str(checkpoint_dir), str(tmp_path)], env=env,
+                             capture_output=True, text=True, check=True)
+        prints.add(run.stdout.strip().splitlines()[-1])
+    assert len(prints) == 1, prints
+
 # Bad samples
 
 

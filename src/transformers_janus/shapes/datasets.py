@@ -56,13 +56,14 @@ def write_shapes_data(
     num_stage1: int | None = None,
     num_eval_prompts_per_tag: int = 0,
     num_eval_vqa_images: int = 0,
+    num_turns: int = 4,
 ) -> dict[str, Path]:
     """
     Write the world's data to `output_dir` (created; must not exist or be empty), atomically: everything goes to a
     temporary sibling folder first, renamed at the end, so a failure leaves nothing half-written.
 
-    Files (image paths relative to the JSONL): `understanding.jsonl` (`{"messages", "images"}`, two questions per
-    image), `text.jsonl` (`{"messages"}`), `generation.jsonl` (`{"caption", "image"}`, never a held-out pair in
+    Files (image paths relative to the JSONL): `understanding.jsonl` (`{"messages", "images"}`, one conversation of
+    `num_turns` questions per image), `text.jsonl` (`{"messages"}`), `generation.jsonl` (`{"caption", "image"}`, never a held-out pair in
     caption or image), `generation_stage1.jsonl` (class-name captions of single objects, `num_stage1` records,
     default `num_generation`), and, when asked, `eval_generation.jsonl` (GenEval-style prompt specs, held-out pairs
     included) and `eval_vqa.jsonl` (understanding records with `category` and `answer`, on unseen images).
@@ -73,6 +74,8 @@ def write_shapes_data(
                         ("num_eval_vqa_images", num_eval_vqa_images)):
         if value < 0:
             raise ValueError(f"`{name}` must be >= 0, got {value}.")
+    if num_turns < 1:
+        raise ValueError(f"`num_turns` must be >= 1, got {num_turns}.")
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ValueError(f"`output_dir` {output_dir} exists and is not an empty folder; give a new path.")
@@ -82,7 +85,7 @@ def write_shapes_data(
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         files = _write_all(staging, world, seed, num_understanding, num_text, num_generation, num_stage1,
-                           num_eval_prompts_per_tag, num_eval_vqa_images)
+                           num_eval_prompts_per_tag, num_eval_vqa_images, num_turns)
         if output_dir.exists():
             output_dir.rmdir()
         os.replace(staging, output_dir)
@@ -93,7 +96,8 @@ def write_shapes_data(
 
 
 def _write_all(root: Path, world: WorldSpec, seed: int, num_understanding: int, num_text: int, num_generation: int,
-               num_stage1: int, num_eval_prompts_per_tag: int, num_eval_vqa_images: int) -> dict[str, str]:
+               num_stage1: int, num_eval_prompts_per_tag: int, num_eval_vqa_images: int,
+               num_turns: int) -> dict[str, str]:
     files = {}
     (root / "images").mkdir()
 
@@ -106,7 +110,7 @@ def _write_all(root: Path, world: WorldSpec, seed: int, num_understanding: int, 
     records = []
     for i in range(num_understanding):
         scene = random_scene(rng, world)
-        records += understanding_records(scene, save(scene, f"understanding_{i:06d}"), rng)
+        records += understanding_records(scene, save(scene, f"understanding_{i:06d}"), rng, num_turns)
     _write_jsonl(root / "understanding.jsonl", records)
     files["understanding"] = "understanding.jsonl"
 

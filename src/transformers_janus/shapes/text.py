@@ -234,25 +234,21 @@ def vqa_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str
     return out
 
 
-def understanding_records(scene: Scene, image_path: str, rng: np.random.Generator, num_turns: int = 2) -> list[dict]:
-    """Understanding records (`{"messages", "images"}`): a VQA question or a description, `num_turns` per image."""
+def understanding_records(scene: Scene, image_path: str, rng: np.random.Generator, num_turns: int = 4) -> list[dict]:
+    """
+    The understanding record (`{"messages", "images"}`) of one image: `num_turns` VQA questions (the first one a
+    description a quarter of the time), asked in one conversation so the image's tokens are paid for once.
+    """
     questions = vqa_questions(scene, rng)
     picks = rng.choice(len(questions), size=min(num_turns, len(questions)), replace=False)
-    records = []
+    messages = []
     for k, i in enumerate(picks):
         _, question, answer = questions[int(i)]
         if k == 0 and rng.random() < 0.25:
             question, answer = "Describe the image.", free_caption(scene, rng).capitalize() + "."
-        records.append(
-            {
-                "messages": [
-                    {"role": "user", "content": f"<image_placeholder>\n{question}"},
-                    {"role": "assistant", "content": answer},
-                ],
-                "images": [image_path],
-            }
-        )
-    return records
+        messages.append({"role": "user", "content": f"<image_placeholder>\n{question}" if k == 0 else question})
+        messages.append({"role": "assistant", "content": answer})
+    return [{"messages": messages, "images": [image_path]}]
 
 
 _SIDES = {"circle": 0, "square": 4, "triangle": 3}

@@ -240,7 +240,9 @@ class VQCodeCache:
     def _fingerprint(self) -> str:
         digest = hashlib.sha256()
         vq_model = self.vq_model
-        digest.update(json.dumps(dict(vq_model.config), sort_keys=True, default=str).encode())
+        # Private keys are bookkeeping (diffusers' `_use_default_values` is a set, listed in a per-process order)
+        config = {key: value for key, value in dict(vq_model.config).items() if not key.startswith("_")}
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         for name, tensor in sorted(vq_model.state_dict().items()):
             tensor = tensor.detach().cpu().contiguous()
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

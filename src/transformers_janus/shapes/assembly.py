@@ -1,0 +1,77 @@
+"""
+Assembly of the shapes world's Janus-Pro from its trained parts: the BPE tokenizer, the pretrained SigLIP encoder,
+the VQ autoencoder and a fresh small Llama, joined by fresh adaptors and image head — the starting point of stage I,
+as DeepSeek-LLM, SigLIP and LlamaGen's VQ-16 are Janus-Pro's.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The shapes model's sizes (SigLIP patch = VQ downsampling, so both encoders give the same 16 x 16 grid at 128 px).
+VISION_CONFIG = {
+    "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "image_size": 128, "patch_size": 8,
+}
+VQ_CONFIG = {
+    "block_out_channels": [16, 32, 64, 128], "layers_per_block": 1, "latent_channels": 64,
+    "num_vq_embeddings": 512, "vq_embed_dim": 8, "norm_num_groups": 16,
+}
+TEXT_CONFIG = {
+    "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "max_position_embeddings": 2048,
+}
+
+
+def shapes_config(tokenizer, vision_config: dict | None = None, text_config: dict | None = None,
+                  vq_config: dict | None = None):
+    """A `JanusProConfig` for the shapes world whose vocabulary and special token ids are `tokenizer`'s."""
+    from .. import JanusProConfig
+
+    ids = {name: tokenizer.convert_tokens_to_ids(text) for name, text in (
+        ("image_token_id", "<image_placeholder>"), ("boi_token_id", "<begin_of_image>"),
+        ("eoi_token_id", "<end_of_image>"), ("pad_token_id", tokenizer.pad_token))}
+    text = {**TEXT_CONFIG, **(text_config or {}), "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": ids["pad_token_id"]}
+    return JanusProConfig(
+        vision_config={**VISION_CONFIG, **(vision_config or {})},
+        text_config=text,
+        vq_config={**VQ_CONFIG, **(vq_config or {})},
+        **ids,
+    )
+
+
+def assemble_shapes_model(tokenizer, vision_model, vq_model, text_config: dict | None = None, seed: int = 0):
+    """
+    The stage-I starting model and its processor: `vision_model` (SiglipVisionModel) and `vq_model` (VQModel)
+    weights copied in, the language model, adaptors and image head freshly initialised (seeded).
+    """
+    import torch
+
+    from .. import JanusProForConditionalGeneration, JanusProImageProcessor, JanusProProcessor
+
+    config = shapes_config(
+        tokenizer,
+        vision_config={k: getattr(vision_model.config, k) for k in VISION_CONFIG},
+        text_config=text_config,
+        vq_config={k: vq_model.config[k] if k != "vq_embed_dim" else vq_model.config["vq_embed_dim"]
+                   for k in VQ_CONFIG if k in vq_model.config},
+    )
+    torch.manual_seed(seed)
+    model = JanusProForConditionalGeneration(config)
+    model.model.vision_model.load_state_dict(vision_model.state_dict())
+    model.model.vq_model.load_state_dict(vq_model.state_dict())
+    model.eval()
+    image_processor = JanusProImageProcessor(size={"height": config.image_size, "width": config.image_size})
+    processor = JanusProProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                  num_image_tokens=config.num_image_tokens)
+    return model, processor
+
+
+def save_shapes_model(model, processor, output_dir: str | os.PathLike) -> None:
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+
+
+__all__ = ["TEXT_CONFIG", "VISION_CONFIG", "VQ_CONFIG", "assemble_shapes_model", "save_shapes_model", "shapes_config"]

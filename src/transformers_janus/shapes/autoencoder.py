@@ -1,0 +1,179 @@
+"""
+The shapes world's generation tokenizer: a `diffusers.VQModel` trained here as a vector-quantised autoencoder.
+
+Training follows LlamaGen / Janus's VQ-16 in the parts that matter at this scale: latents and codebook are compared
+L2-normalised (cosine nearest code), the straight-through estimator carries the reconstruction gradient past the
+quantiser, a commitment term (beta 0.25) keeps the encoder near its codes, and codes unused for a while are restarted
+on encoder outputs so the whole codebook stays alive. The codebook is stored L2-normalised, as our format keeps
+Janus's (SPEC §1): `VQModel.quantize`'s Euclidean nearest-code search then picks the cosine-nearest code, exactly the
+code training picked. It trains on random crops first (the model is fully convolutional; a 64-pixel crop costs a
+ninth of a 128-pixel image on a CPU) and finishes on whole images, so the mid-block attention sees the full grid.
+Images never hold a held-out colour–shape pair: the generation side of the model never sees one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .scoring import detect_objects
+from .world import HELD_OUT_PAIRS, WorldSpec, random_scene
+
+
+def scene_batch(rng: np.random.Generator, batch_size: int, world: WorldSpec, exclude_pairs=HELD_OUT_PAIRS):
+    """`batch_size` random scenes as `[batch, 3, H, W]` floats in [-1, 1] (the VQ's input range), and the scenes."""
+    scenes = [random_scene(rng, world, exclude_pairs=exclude_pairs) for _ in range(batch_size)]
+    pixels = np.stack([np.asarray(scene.render(), dtype=np.float32) for scene in scenes])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).div(127.5).sub(1.0), scenes
+
+
+def to_images(pixels: torch.Tensor) -> np.ndarray:
+    """`[batch, 3, H, W]` in about [-1, 1] -> uint8 `[batch, H, W, 3]` (Janus's decode post-processing, SPEC §4)."""
+    return ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _quantize(vq, latents: torch.Tensor, beta: float):
+    """Cosine nearest-code quantisation with straight-through gradient; returns (quantised, codes, vq loss)."""
+    z = F.normalize(latents, dim=1)
+    codebook = F.normalize(vq.quantize.embedding.weight, dim=1)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    codes = (flat @ codebook.T).argmax(dim=1)
+    quantised = codebook[codes].view(z.shape[0], z.shape[2], z.shape[3], z.shape[1]).permute(0, 3, 1, 2)
+    loss = F.mse_loss(quantised, z.detach()) + beta * F.mse_loss(z, quantised.detach())
+    return z + (quantised - z).detach(), codes, loss, flat
+
+
+def object_mask(images: torch.Tensor, min_spread: float = 60 / 127.5) -> torch.Tensor:
+    """`[batch, 1, H, W]` 1.0 on object pixels (channel spread past the background's, as the detector reads them)."""
+    return ((images.amax(dim=1, keepdim=True) - images.amin(dim=1, keepdim=True)) > min_spread).float()
+
+
+def weighted_reconstruction_loss(reconstruction, images, object_weight: float) -> torch.Tensor:
+    """
+    MSE + L1 with object pixels weighted `object_weight` times the background: objects are a few percent of the
+    canvas, and an unweighted loss learns the background first and the palette colours last.
+    """
+    weight = 1.0 + (object_weight - 1.0) * object_mask(images)
+    error = reconstruction - images
+    return ((error.pow(2) + error.abs()) * weight).mean() / weight.mean()
+
+
+@torch.no_grad()
+def normalize_codebook(vq) -> None:
+    """Store the codebook L2-normalised (our format's convention), so `quantize` and decoding match training."""
+    vq.quantize.embedding.weight.copy_(F.normalize(vq.quantize.embedding.weight, dim=1))
+
+
+def train_vq_autoencoder(
+    vq,
+    num_steps: int,
+    batch_size: int = 32,
+    crop_size: int | None = 64,
+    full_image_fraction: float = 0.2,
+    learning_rate: float = 2e-3,
+    beta: float = 0.25,
+    object_weight: float = 10.0,
+    restart_every: int = 50,
+    seed: int = 0,
+    world: WorldSpec | None = None,
+    log: Callable[[dict], None] | None = None,
+    log_every: int = 25,
+):
+    """
+    Train `vq` (a `diffusers.VQModel`) for `num_steps` Adam steps on freshly rendered scenes, in place; the last
+    `full_image_fraction` of the steps use whole images, the others random `crop_size` crops. The learning rate is
+    cosine-decayed to a tenth. Calls `log({"step", "reconstruction_loss", "vq_loss", "codes_used", "seconds"})`.
+    Returns `vq` in eval mode with its codebook L2-normalised.
+    """
+    world = world or WorldSpec()
+    rng = np.random.default_rng([seed, 7])
+    torch.manual_seed(seed)
+    vq.train()
+    optimizer = torch.optim.Adam(vq.parameters(), lr=learning_rate, betas=(0.9, 0.99))
+    num_codes = vq.quantize.embedding.weight.shape[0]
+    usage = torch.zeros(num_codes)
+    full_from = num_steps - int(round(num_steps * full_image_fraction))
+    start = time.perf_counter()
+    for step in range(num_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, num_steps))))
+        full = crop_size is None or step >= full_from
+        images, _ = scene_batch(rng, batch_size if not full else max(1, batch_size // 4), world)
+        if not full:
+            top, left = rng.integers(0, world.image_size - crop_size + 1, size=2)
+            images = images[:, :, top : top + crop_size, left : left + crop_size]
+        latents = vq.encode(images).latents
+        quantised, codes, vq_loss, flat = _quantize(vq, latents, beta)
+        reconstruction = vq.decode(quantised, force_not_quantize=True).sample
+        reconstruction_loss = weighted_reconstruction_loss(reconstruction, images, object_weight)
+        (reconstruction_loss + vq_loss).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        usage += torch.bincount(codes, minlength=num_codes).float()
+        if restart_every and (step + 1) % restart_every == 0 and step + 1 < num_steps:
+            dead = (usage == 0).nonzero().squeeze(1)
+            if len(dead):
+                with torch.no_grad():
+                    picks = flat.detach()[torch.randint(len(flat), (len(dead),))]
+                    vq.quantize.embedding.weight[dead] = picks + 0.01 * torch.randn_like(picks)
+            usage.zero_()
+        if log is not None and (step % log_every == 0 or step == num_steps - 1):
+            log({
+                "step": step + 1, "reconstruction_loss": round(reconstruction_loss.item(), 5),
+                "vq_loss": round(vq_loss.item(), 5), "codes_used": int(torch.unique(codes).numel()),
+                "full_images": full, "seconds": round(time.perf_counter() - start, 1),
+            })
+    normalize_codebook(vq)
+    return vq.eval()
+
+
+@torch.no_grad()
+def reconstruct(vq, images: torch.Tensor) -> torch.Tensor:
+    """Encode to codes with `VQModel.quantize` (the inference path) and decode them back."""
+    latents = vq.encode(images).latents
+    _, _, (_, _, codes) = vq.quantize(latents)
+    shape = (latents.shape[0], latents.shape[2], latents.shape[3], latents.shape[1])
+    return vq.decode(vq.quantize.get_codebook_entry(codes, shape), force_not_quantize=True).sample
+
+
+def _scene_matches(detections, scene) -> bool:
+    truth = sorted((obj.shape, obj.colour) for obj in scene.objects)
+    return sorted((d.shape, d.colour) for d in detections) == truth
+
+
+@torch.no_grad()
+def reconstruction_accuracy(vq, num_scenes: int = 500, seed: int = 1, batch_size: int = 50,
+                            world: WorldSpec | None = None, held_out_only: bool = False) -> float:
+    """
+    Share of unseen scenes whose VQ reconstruction the detector reads right (every object's shape and colour, and
+    the count). `held_out_only` scores scenes holding a held-out pair (never in the VQ's training images).
+    """
+    world = world or WorldSpec()
+    rng = np.random.default_rng([seed, 8])
+    correct = total = 0
+    vq.eval()
+    while total < num_scenes:
+        n = min(batch_size, num_scenes - total)
+        if held_out_only:
+            scenes = []
+            while len(scenes) < n:
+                scene = random_scene(rng, world)
+                if any((o.colour, o.shape) in HELD_OUT_PAIRS for o in scene.objects):
+                    scenes.append(scene)
+            pixels = np.stack([np.asarray(s.render(), dtype=np.float32) for s in scenes])
+            images = torch.from_numpy(pixels).permute(0, 3, 1, 2).div(127.5).sub(1.0)
+        else:
+            images, scenes = scene_batch(rng, n, world, exclude_pairs=())
+        for image, scene in zip(to_images(reconstruct(vq, images)), scenes):
+            correct += _scene_matches(detect_objects(image), scene)
+        total += n
+    return correct / total
+
+
+__all__ = ["normalize_codebook", "reconstruct", "reconstruction_accuracy", "scene_batch", "to_images",
+           "train_vq_autoencoder"]
