@@ -1,6 +1,7 @@
 """
 The `janus-pro` console script: `chat` answers a question about an image (streaming), `generate` makes images from a
-prompt, `convert` moves checkpoints between DeepSeek's format, ours and transformers' built-in `janus`.
+prompt, `convert` moves checkpoints between DeepSeek's format, ours and transformers' built-in `janus`, `eval-shapes`
+scores a shapes-world model GenEval-style and on VQA (docs/shapes.md).
 """
 
 import argparse
@@ -8,6 +9,9 @@ import sys
 
 
 DEFAULT_MODEL = "deepseek-ai/Janus-Pro-1B"
+# `eval-shapes --model`'s default: None makes `--model` required. The one place to set it (e.g. to
+# `transformers_janus.DEFAULT_MODEL`, a shapes-world checkpoint, once the package has one).
+EVAL_SHAPES_DEFAULT_MODEL = None
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -256,6 +260,60 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_shapes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .shapes.evaluation import eval_data_files, evaluate_shapes, format_report, load_shapes_pipeline, write_result
+
+    for name, least in (("batch_size", 1), ("images_per_prompt", 1), ("max_new_tokens", 1), ("top_k", 1),
+                        ("max_prompts", 0), ("max_questions", 0)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least {least}, got {value}.")
+    if args.output is not None and Path(args.output).is_dir():
+        raise CommandError(
+            f"--output {args.output!r} is a directory; name the JSON file to write, e.g. {args.output}/scores.json."
+        )
+    # The data and the device first: nothing is loaded for a run that could not start.
+    try:
+        eval_data_files(args.data, generation=args.max_prompts != 0, vqa=args.max_questions != 0)
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from error
+    device = resolve_device(args.device)
+    loading_kwargs = hub_loading_kwargs(args.model)
+    try:
+        pipe = load_shapes_pipeline(args.model, device=device, dtype=resolve_dtype(args.dtype, device), **loading_kwargs)
+    except OSError as error:
+        raise CommandError(f"cannot load the model {args.model!r}: {error}.") from error
+
+    def progress(part: str, done: int, total: int):
+        print(f"{part}: {done}/{total}", file=sys.stderr, flush=True)
+
+    batch_sizes = {}
+    if args.batch_size is not None:
+        batch_sizes = {"generation_batch_size": args.batch_size, "vqa_batch_size": args.batch_size}
+    result = evaluate_shapes(
+        pipe,
+        args.data,
+        max_prompts=args.max_prompts,
+        max_questions=args.max_questions,
+        guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        images_per_prompt=args.images_per_prompt,
+        max_new_tokens=args.max_new_tokens,
+        save_dir=args.save_images,
+        progress=progress,
+        **batch_sizes,
+    )
+    result["model"] = str(args.model)
+    print(format_report(result))
+    if args.output is not None:
+        print(f"Wrote {write_result(result, args.output)}")
+    return 0
+
+
 def add_conversion_arguments(parser: argparse.ArgumentParser):
     """`SRC DST [--to] [--dtype] ...`: the fields of the conversion's arguments dataclass, SRC and DST positional."""
     from dataclasses import MISSING, fields
@@ -323,6 +381,40 @@ def make_parser() -> argparse.ArgumentParser:
     )
     add_conversion_arguments(convert_parser)
     convert_parser.set_defaults(handler=convert)
+
+    eval_parser = subparsers.add_parser(
+        "eval-shapes", help="Score a shapes-world model: GenEval-style text-to-image and VQA accuracy, per category."
+    )
+    eval_parser.add_argument(
+        "--model", required=EVAL_SHAPES_DEFAULT_MODEL is None, default=EVAL_SHAPES_DEFAULT_MODEL,
+        help="Checkpoint directory or hub id of the shapes model"
+        + (f" (default {EVAL_SHAPES_DEFAULT_MODEL})." if EVAL_SHAPES_DEFAULT_MODEL else "."),
+    )
+    eval_parser.add_argument(
+        "--data", required=True,
+        help="Folder with eval_generation.jsonl and eval_vqa.jsonl (write_shapes_data's evaluation files).",
+    )
+    eval_parser.add_argument("--output", help="Write the scores, counts, settings and per-sample records as JSON here.")
+    eval_parser.add_argument(
+        "--batch-size", type=int, default=None, help="Images per generation batch and questions per VQA batch (default 16 and 32)."
+    )
+    eval_parser.add_argument("--guidance-scale", type=float, default=5.0, help="Classifier-free guidance weight (default 5).")
+    eval_parser.add_argument("--temperature", type=float, default=1.0, help="Image-token sampling temperature (default 1).")
+    eval_parser.add_argument("--top-k", type=int, default=None, help="Sample image tokens among the k likeliest (default: all).")
+    eval_parser.add_argument("--seed", type=int, default=0, help="Image i is sampled with seed + i (default 0).")
+    eval_parser.add_argument(
+        "--images-per-prompt", type=int, default=1, help="Images per prompt, each scored (GenEval samples 4; default 1)."
+    )
+    eval_parser.add_argument("--max-new-tokens", type=int, default=8, help="Longest VQA answer, in tokens (default 8).")
+    eval_parser.add_argument(
+        "--max-prompts", type=int, default=None, help="Generate for the first N prompts only (all tags interleave); 0 skips generation."
+    )
+    eval_parser.add_argument("--max-questions", type=int, default=None, help="Ask the first N questions only; 0 skips VQA.")
+    eval_parser.add_argument(
+        "--save-images", metavar="DIR", help="Save the generated images here, in GenEval's folder layout, with results.jsonl."
+    )
+    add_device_arguments(eval_parser)
+    eval_parser.set_defaults(handler=eval_shapes)
     return parser
 
 

@@ -1,10 +1,19 @@
 """
 The shapes world (issue 12): procedural scenes of coloured shapes, their captions and conversations, data writers
-for the training scripts, and GenEval-style / VQA scorers. Not imported by `transformers_janus` itself; needs only
-numpy and Pillow.
+for the training scripts, GenEval-style / VQA scorers, and the evaluation of a trained model with them
+(`evaluation`). Not imported by `transformers_janus` itself; importing it needs only numpy and Pillow (the evaluation
+imports torch when it runs).
 """
 
 from .datasets import write_shapes_data
+from .evaluation import (
+    GenerationEvaluation,
+    VQAEvaluation,
+    evaluate_generation,
+    evaluate_shapes,
+    evaluate_vqa,
+    format_report,
+)
 from .scoring import (
     DetectedObject,
     detect_objects,
