@@ -317,6 +317,36 @@ def test_detector_ignores_tiny_noise():
     )
 
 
+def test_detector_drops_blobs_that_are_no_world_object():
+    """Confidence (shape fit) is GenEval's detector threshold: noise and odd blobs are not objects."""
+    from transformers_janus.shapes.scoring import shape_confidence
+
+    rng = np.random.default_rng(8)
+    noise = rng.integers(0, 256, size=(128, 128, 3), dtype=np.uint8)  # what an untrained model decodes to
+    assert detect_objects(noise) == []
+    scene = random_scene(np.random.default_rng(9), num_objects=2)
+    pixels = np.asarray(scene.render()).copy()
+    pixels[60:64, 2:60] = COLOURS["purple"]  # a long thin bar: 232 px, far from any shape of its box
+    clean = [(o.shape, o.colour) for o in detect_objects(np.asarray(scene.render()))]
+    assert [(o.shape, o.colour) for o in detect_objects(pixels) if o.colour == "purple"] == [
+        pair for pair in clean if pair[1] == "purple"]
+    assert all(o.confidence == 1.0 for o in detect_objects(scene.render()))  # a clean render fits exactly
+    mask = np.zeros((30, 30), dtype=bool)
+    mask[::2] = True  # stripes fill half the box like a triangle, but are no triangle
+    assert shape_confidence(mask, "triangle") < 0.6
+
+
+def test_geneval_scorer_checks_the_most_confident_detections():
+    """As GenEval: the colour is checked on the class's most confident detection, not on any of them."""
+    confident_blue = DetectedObject("circle", "blue", (30.0, 30.0), 24, 24, 450, confidence=0.95)
+    ragged_red = DetectedObject("circle", "red", (90.0, 90.0), 24, 24, 400, confidence=0.7)
+    spec = colors_spec("red", "circle")
+    assert not score_image([confident_blue, ragged_red], spec)
+    assert score_image([ragged_red], spec)
+    assert score_image([DetectedObject("circle", "red", (30.0, 30.0), 24, 24, 450, confidence=0.95), ragged_red],
+                       spec)
+
+
 def test_geneval_scorer_accepts_scenes_rendered_from_their_spec():
     rng = np.random.default_rng(20)
     specs = evaluation_prompt_specs(rng, 8)

@@ -74,4 +74,36 @@ def save_shapes_model(model, processor, output_dir: str | os.PathLike) -> None:
     processor.save_pretrained(output_dir)
 
 
-__all__ = ["TEXT_CONFIG", "VISION_CONFIG", "VQ_CONFIG", "assemble_shapes_model", "save_shapes_model", "shapes_config"]
+def export_shipped_model(model_dir: str | os.PathLike, output_dir: str | os.PathLike, scores: dict | None = None,
+                         dtype: str = "bfloat16") -> None:
+    """
+    Write a trained shapes model as the package ships it (`transformers_janus.DEFAULT_MODEL`): weights stored in
+    `dtype` (bfloat16 halves the size; every CPU reads it), loaded as float32 by default (`config.dtype`), without
+    the copies of this package's code that `save_pretrained` adds for `trust_remote_code` (the package is installed
+    wherever the default model is used), and with the evaluation scores in `scores.json`.
+    """
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from .. import JanusProForConditionalGeneration, JanusProProcessor
+
+    output_dir = Path(output_dir)
+    model = JanusProForConditionalGeneration.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    processor = JanusProProcessor.from_pretrained(model_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    for code in output_dir.glob("*.py"):
+        code.unlink()
+    config_path = output_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("auto_map", None)
+    config["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if scores is not None:
+        (output_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+
+
+__all__ = ["TEXT_CONFIG", "VISION_CONFIG", "VQ_CONFIG", "assemble_shapes_model", "export_shipped_model",
+           "save_shapes_model", "shapes_config"]
