@@ -16,11 +16,10 @@ sums ("What is 3 plus 4?" -> "3 plus 4 is 7."). The plot is drawn with Pillow al
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 205, 40)}
@@ -82,75 +81,18 @@ def make_data(folder: Path):
         _write_jsonl(folder / f"{name}.jsonl", records)
 
 
-def _nice_step(span: float, ticks: int = 5) -> float:
-    """A round tick spacing (1, 2 or 5 times a power of ten) giving about `ticks` ticks over `span`."""
-    raw = span / ticks
-    magnitude = 10 ** math.floor(math.log10(raw))
-    return next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw)
-
-
 def plot_losses(log_path: Path, output_path: Path, title: str | None = None):
     """Text and image loss per logged step of a `train_log.jsonl`, as a PNG with axes, ticks and a legend."""
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    from transformers_janus.shapes.figures import line_chart, read_log, save_png
+
+    rows = read_log(log_path)  # a resumed run re-logs its repeated steps: the last record of each is kept
     if not rows:
         raise ValueError(f"{log_path} holds no logged steps; train with `--logging_steps 1` to log every step.")
-    rows = list({row["step"]: row for row in rows}.values())  # a resumed run re-logs its repeated steps: keep the last
     steps = [row["step"] for row in rows]
-    series = [("text loss", "text_loss", (31, 119, 180)), ("image loss", "image_loss", (255, 127, 14))]
-
-    width, height = 900, 540
-    left, right, top, bottom = 80, 30, 50, 70
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font, small = ImageFont.load_default(size=18), ImageFont.load_default(size=14)
-    x_max = max(steps)
-    y_max = max(row[key] for _, key, _ in series for row in rows)
-    y_step = _nice_step(y_max)
-    y_top = math.ceil(y_max / y_step) * y_step
-    x_step = _nice_step(x_max)
-
-    def to_pixel(step: float, value: float) -> tuple[float, float]:
-        x = left + (width - left - right) * step / x_max
-        y = height - bottom - (height - top - bottom) * value / y_top
-        return x, y
-
-    # Grid, ticks and tick labels
-    for tick in range(0, int(round(y_top / y_step)) + 1):
-        value = tick * y_step
-        _, y = to_pixel(0, value)
-        draw.line([(left, y), (width - right, y)], fill=(232, 232, 232))
-        draw.text((left - 8, y), f"{value:g}", fill="black", font=small, anchor="rm")
-    for tick in range(0, int(x_max // x_step) + 1):
-        step = tick * x_step
-        x, _ = to_pixel(step, 0)
-        draw.line([(x, top), (x, height - bottom)], fill=(232, 232, 232))
-        draw.text((x, height - bottom + 8), f"{step:g}", fill="black", font=small, anchor="mt")
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-
-    # The curves
-    for _, key, color in series:
-        draw.line([to_pixel(row["step"], row[key]) for row in rows], fill=color, width=2)
-
-    # Labels, title and legend
-    draw.text(((left + width - right) / 2, height - 22), "optimizer step", fill="black", font=font, anchor="mm")
-    label = Image.new("RGBA", (200, 30), (255, 255, 255, 0))
-    ImageDraw.Draw(label).text((100, 15), "loss (cross-entropy)", fill="black", font=font, anchor="mm")
-    label = label.rotate(90, expand=True)
-    image.paste(label, (8, (top + height - bottom) // 2 - label.height // 2), label)
+    series = [(name, steps, [row[key] for row in rows]) for name, key in (("text loss", "text_loss"),
+                                                                          ("image loss", "image_loss"))]
     title = title or f"{log_path.parent.name}: text and image loss per step"
-    draw.text((width / 2, top / 2), title, fill="black", font=font, anchor="mm")
-    legend_x, legend_y = width - right - 190, top + 15
-    draw.rectangle([legend_x - 10, legend_y - 10, width - right - 15, legend_y + 52], fill="white", outline="gray")
-    for index, (name, key, color) in enumerate(series):
-        y = legend_y + 6 + 28 * index
-        draw.line([(legend_x, y), (legend_x + 30, y)], fill=color, width=3)
-        final = rows[-1][key]
-        draw.text((legend_x + 40, y), f"{name} ({final:.3g})", fill="black", font=small, anchor="lm")
-
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output_path.with_name(output_path.stem + ".tmp.png")
-    image.save(temporary)
-    os.replace(temporary, output_path)
+    save_png(line_chart(series, title, y_label="loss (cross-entropy)"), output_path)
 
 
 def main():

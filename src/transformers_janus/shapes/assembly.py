@@ -74,13 +74,12 @@ def save_shapes_model(model, processor, output_dir: str | os.PathLike) -> None:
     processor.save_pretrained(output_dir)
 
 
-def export_shipped_model(model_dir: str | os.PathLike, output_dir: str | os.PathLike, scores: dict | None = None,
-                         dtype: str = "bfloat16") -> None:
+def export_shipped_model(model_dir: str | os.PathLike, output_dir: str | os.PathLike, dtype: str = "bfloat16") -> None:
     """
-    Write a trained shapes model as the package ships it (`transformers_janus.DEFAULT_MODEL`): weights stored in
-    `dtype` (bfloat16 halves the size; every CPU reads it), loaded as float32 by default (`config.dtype`), without
-    the copies of this package's code that `save_pretrained` adds for `trust_remote_code` (the package is installed
-    wherever the default model is used), and with the evaluation scores in `scores.json`.
+    Write a trained shapes model in the form meant to ship inside the package: weights stored in `dtype` (bfloat16
+    halves the size; every CPU reads it), loaded as float32 by default (`config.dtype`), without the copies of this
+    package's code that `save_pretrained` adds for `trust_remote_code` (the package is installed wherever a shipped
+    model is used).
     """
     import json
     from pathlib import Path
@@ -101,8 +100,6 @@ def export_shipped_model(model_dir: str | os.PathLike, output_dir: str | os.Path
     config.pop("auto_map", None)
     config["dtype"] = "float32"
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    if scores is not None:
-        (output_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
 
 
 __all__ = ["TEXT_CONFIG", "VISION_CONFIG", "VQ_CONFIG", "assemble_shapes_model", "export_shipped_model",

@@ -63,9 +63,9 @@ def write_shapes_data(
     temporary sibling folder first, renamed at the end, so a failure leaves nothing half-written.
 
     Files (image paths relative to the JSONL): `understanding.jsonl` (`{"messages", "images"}`, one conversation of
-    `num_turns` questions per image), `text.jsonl` (`{"messages"}`), `generation.jsonl` (`{"caption", "image"}`, never a held-out pair in
-    caption or image), `generation_stage1.jsonl` (class-name captions of single objects, `num_stage1` records,
-    default `num_generation`), and, when asked, `eval_generation.jsonl` (GenEval-style prompt specs, held-out pairs
+    `num_turns` questions per image), `text.jsonl` (`{"messages"}`), `generation.jsonl` (`{"caption", "image"}`,
+    never a held-out pair in caption or image), `generation_stage1.jsonl` (class-name captions of single objects,
+    `num_stage1` records, default `num_generation`), and, when asked, `eval_generation.jsonl` (GenEval-style prompt specs, held-out pairs
     included) and `eval_vqa.jsonl` (understanding records with `category` and `answer`, on unseen images).
     Returns the path of each file written, by kind.
     """

@@ -8,7 +8,7 @@ reconstructions), and the shape comes from geometry: the fill ratio of the bound
 pi/4, triangle ~ 1/2), the triangle's profile (a third as much area above its middle as below), and the box's
 corners (full for a square, mostly empty for a circle, which keeps blurred squares square). Each detection has a
 confidence, GenEval's detector score in our terms: the IoU of the component with the ideal shape of its class drawn
-in its bounding box, zero when the box is far outside the world's object sizes; detections under
+in its bounding box, zero when the box could not hold a world object; detections under
 `MIN_CONFIDENCE` are dropped, as GenEval drops boxes scored under 0.3, so a blob of noise is not an object.
 """
 
@@ -135,11 +135,13 @@ def ideal_mask(shape: str, height: int, width: int) -> np.ndarray:
 def shape_confidence(mask: np.ndarray, shape: str, image_size: int = 128) -> float:
     """
     How much `mask` (a component cropped to its box) looks like a world object of class `shape`: the IoU with the
-    ideal shape in the same box, 0 when the box is under half the smallest object or over 1.5 times the largest.
+    ideal shape in the same box; 0 when the box could not hold a world object (objects are 20-34 px squares at 128
+    px: a side under 14 or over 48 px, or one side 1.4 times the other, is no object, whatever its fill).
     """
     height, width = mask.shape
     scale = image_size / 128
-    if max(height, width) < 10 * scale or max(height, width) > 51 * scale:
+    if min(height, width) < 14 * scale or max(height, width) > 48 * scale or max(height, width) > 1.4 * min(
+            height, width):
         return 0.0
     ideal = ideal_mask(shape, height, width)
     return float((mask & ideal).sum() / (mask | ideal).sum())

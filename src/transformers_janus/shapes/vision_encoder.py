@@ -96,7 +96,9 @@ def pretrain_vision_encoder(
     world = world or WorldSpec()
     config = vision_model.config
     if config.image_size != world.image_size:
-        raise ValueError(f"The vision model's image_size ({config.image_size}) must be the canvas ({world.image_size}).")
+        raise ValueError(
+            f"The vision model's image_size ({config.image_size}) must be the canvas ({world.image_size})."
+        )
     rng = np.random.default_rng([seed, 9])
     torch.manual_seed(seed)
     probes = PretrainingProbes(config.hidden_size)
@@ -119,7 +121,8 @@ def pretrain_vision_encoder(
         optimizer.zero_grad(set_to_none=True)
         if log is not None and (step % log_every == 0 or step == num_steps - 1):
             with torch.no_grad():
-                accuracy = ((probes.colour(features).argmax(-1) == colours) & (probes.shape(features).argmax(-1) == shapes))
+                accuracy = (probes.colour(features).argmax(-1) == colours) & (
+                    probes.shape(features).argmax(-1) == shapes)
             log({"step": step + 1, **{f"{k}_loss": round(v.item(), 4) for k, v in losses.items()},
                  "patch_accuracy": round(accuracy.float().mean().item(), 4),
                  "seconds": round(time.perf_counter() - start, 1)})

@@ -1,0 +1,95 @@
+"""The shapes-world recipe end to end, in its few-minute smoke version (the full one is the same command)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+REPO = Path(__file__).resolve().parents[1]
+PARTS = ["data", "components/tokenizer", "components/vq", "components/vision", "init", "llm", "stage1", "stage2",
+         "stage3", "export", "eval", "report"]
+
+
+def run_recipe(output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "training" / "shapes_recipe.py"), "--config",
+               str(REPO / "training" / "configs" / "shapes" / "recipe_smoke.yaml"), "--output_dir", str(output_dir),
+               "--stage_configs_dir", str(REPO / "training" / "configs" / "shapes"), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("shapes") / "run"
+    result = run_recipe(output_dir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return output_dir, result
+
+
+def test_recipe_runs_every_part_in_order(smoke_run):
+    output_dir, _ = smoke_run
+    log = [json.loads(line) for line in (output_dir / "recipe_log.jsonl").read_text().splitlines()]
+    assert [record["part"] for record in log] == PARTS
+    for part in PARTS:
+        assert (output_dir / part / ".complete").exists(), part
+    assert not list(output_dir.glob(".*.partial"))
+    # Each stage ran train.py with the stage config's freeze policy and the recipe's step count.
+    for stage in ("llm", "stage1", "stage2", "stage3"):
+        steps = [json.loads(line)["step"] for line in (output_dir / stage / "train_log.jsonl").read_text().splitlines()]
+        assert steps[-1] == 2, (stage, steps)
+    card = (output_dir / "stage3" / "README.md").read_text()  # the model card's training summary
+    assert "| `stage` | 3 |" in card and "| `mix_ratio` | `5:1:4` |" in card
+
+
+def test_recipe_stages_chain_their_weights(smoke_run):
+    """Each stage starts from the previous one, trains only its parts (SPEC §5), and the VQ never changes."""
+    import torch
+    from safetensors.torch import load_file
+
+    output_dir, _ = smoke_run
+    weights = {part: load_file(output_dir / part / "model.safetensors") for part in ("init", "llm", "stage1",
+                                                                                       "stage2", "stage3")}
+    vq = [key for key in weights["init"] if key.startswith("model.vq_model.")]
+    vision = [key for key in weights["init"] if key.startswith("model.vision_model.")]
+    language = [key for key in weights["init"] if key.startswith("model.language_model.")]
+    head = [key for key in weights["init"] if key.startswith("model.gen_head.")]
+    changed = lambda a, b, keys: any(not torch.equal(weights[a][k], weights[b][k]) for k in keys)  # noqa: E731
+    assert not changed("init", "stage3", vq)  # the VQ tokenizer is frozen throughout
+    assert changed("init", "llm", language) and not changed("init", "llm", head + vision)
+    assert changed("llm", "stage1", head) and not changed("llm", "stage1", language + vision)
+    assert changed("stage1", "stage2", language + head) and not changed("stage1", "stage2", vision)
+    assert changed("stage2", "stage3", vision + language)
+    # The components went in unchanged.
+    from diffusers import VQModel
+
+    trained_vq = VQModel.from_pretrained(output_dir / "components" / "vq").state_dict()
+    assert all(torch.equal(weights["init"][f"model.vq_model.{k}"], v) for k, v in trained_vq.items())
+
+
+def test_recipe_scores_and_components_are_reported(smoke_run):
+    output_dir, result = smoke_run
+    scores = json.loads((output_dir / "eval" / "scores.json").read_text())
+    tags = {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+    assert tags <= set(scores["generation"]["scores"]) and "overall" in scores["generation"]["scores"]
+    assert "overall" in scores["vqa"]["scores"]
+    vq_scores = json.loads((output_dir / "components" / "vq" / "scores.json").read_text())
+    assert 0.0 <= vq_scores["detector_accuracy"] <= 1.0
+    assert "| tag | accuracy | n |" in result.stdout and "| category | accuracy | n |" in result.stdout
+    from PIL import Image
+
+    curves, samples = (Image.open(output_dir / "report" / name) for name in ("loss_curves.png", "samples.png"))
+    assert curves.size == (900, 3 * 540)  # the language model, the VQ and SigLIP charts
+    assert samples.width > 6 * 256  # six columns of 2x-upscaled 128 px samples
+
+
+def test_recipe_rerun_skips_finished_parts(smoke_run):
+    output_dir, _ = smoke_run
+    before = (output_dir / "stage3" / "model.safetensors").read_bytes()
+    result = run_recipe(output_dir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("done already, skipped") == len(PARTS)
+    assert (output_dir / "stage3" / "model.safetensors").read_bytes() == before

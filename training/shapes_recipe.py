@@ -1,0 +1,312 @@
+# /// script
+# dependencies = [
+#     "transformers-janus[train]",
+# ]
+# ///
+"""
+# The whole shapes-world recipe (docs/shapes.md): data, tokenizer, VQ autoencoder, SigLIP, LLM, stages I-III, scores
+python training/shapes_recipe.py --config training/configs/shapes/recipe.yaml --output_dir runs/shapes
+
+# The few-minute smoke version of the same command (what CI runs)
+python training/shapes_recipe.py --config training/configs/shapes/recipe_smoke.yaml --output_dir runs/shapes-smoke
+
+Each part writes its own folder under `output_dir` and is skipped when that folder is complete, so a run that stopped
+goes on from its last finished part when started again with the same arguments.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RecipeArguments:
+    """
+    Args:
+        output_dir (`str`):
+            Where every part goes: `data/`, `components/{tokenizer,vq,vision}/`, `init/`, `llm/`, `stage1/`,
+            `stage2/`, `stage3/` (the final model), `export/` (the final model in the form meant to ship
+            inside the package: bfloat16 weights, no code copies), `eval/scores.json` (the exported model's scores; its images in
+            `eval/images/`), `report/` (`loss_curves.png`, `samples.png`: the first four prompts of each category),
+            and `recipe_log.jsonl` (one line per part, with its wall time).
+        seed (`int`, *optional*, defaults to 0):
+            Seeds the data, every component's initialisation and training, and the stages (`--seed` of train.py).
+        num_understanding / num_text / num_generation / num_stage1 (`int`):
+            Understanding images (a conversation each), text conversations, text-to-image and class-name images.
+        num_eval_prompts_per_tag / num_eval_vqa_images (`int`):
+            Held-out evaluation: GenEval-style prompts per category, and unseen images for VQA.
+        vocab_size (`int`, *optional*, defaults to 1024):
+            Most BPE tokens (the world's text needs fewer; the tokenizer stops when no merge is left).
+        vq_steps / vq_batch_size / vision_steps / vision_batch_size (`int`):
+            Training of the VQ autoencoder and pretraining of SigLIP.
+        vq_eval_scenes (`int`, *optional*, defaults to 500):
+            Unseen scenes (and, 2/5 as many, scenes with a held-out pair) whose VQ reconstructions the detector reads.
+        text_config (`str`, *optional*):
+            JSON overrides of the small Llama's config (`transformers_janus.shapes.assembly.TEXT_CONFIG`).
+        llm_steps / stage1_steps / stage2_steps / stage3_steps (`int`, *optional*):
+            Optimizer steps of the LLM's text pretraining and of each stage; the stage config's by default.
+        stage_configs_dir (`str`, *optional*, defaults to `training/configs/shapes`):
+            Folder of `llm.yaml`, `stage1.yaml`, `stage2.yaml`, `stage3.yaml` (train.py configs).
+        stage3_mix_ratio (`str`, *optional*):
+            Stage III's understanding:text:generation ratio instead of the config's 5:1:4 (for the ablation).
+        eval_guidance_scale (`float`, defaults to 5.0) / eval_batch_size (`int`, defaults to 24):
+            Classifier-free guidance and batch size (images; twice as many VQA questions) of the evaluation.
+    """
+
+    output_dir: str = field(metadata={"help": "Folder of every part of the recipe."})
+    seed: int = field(default=0, metadata={"help": "Seeds data, components and stages."})
+    num_understanding: int = field(default=4000, metadata={"help": "Understanding images."})
+    num_text: int = field(default=4000, metadata={"help": "Text conversations."})
+    num_generation: int = field(default=6000, metadata={"help": "Text-to-image images."})
+    num_stage1: int = field(default=1500, metadata={"help": "Class-name images for stage I."})
+    num_eval_prompts_per_tag: int = field(default=20, metadata={"help": "Evaluation prompts per GenEval category."})
+    num_eval_vqa_images: int = field(default=100, metadata={"help": "Unseen images for VQA evaluation."})
+    vocab_size: int = field(default=1024, metadata={"help": "Most BPE tokens."})
+    vq_steps: int = field(default=1000, metadata={"help": "VQ autoencoder steps."})
+    vq_batch_size: int = field(default=32, metadata={"help": "VQ autoencoder batch (crops)."})
+    vq_eval_scenes: int = field(default=500, metadata={"help": "Unseen scenes the VQ's reconstructions are scored on."})
+    vision_steps: int = field(default=300, metadata={"help": "SigLIP pretraining steps."})
+    vision_batch_size: int = field(default=32, metadata={"help": "SigLIP pretraining batch."})
+    text_config: str | None = field(default=None, metadata={"help": "JSON overrides of the Llama config."})
+    llm_steps: int | None = field(default=None, metadata={"help": "LLM text-pretraining steps (llm.yaml's)."})
+    stage1_steps: int | None = field(default=None, metadata={"help": "Stage I steps (stage1.yaml's)."})
+    stage2_steps: int | None = field(default=None, metadata={"help": "Stage II steps (stage2.yaml's)."})
+    stage3_steps: int | None = field(default=None, metadata={"help": "Stage III steps (stage3.yaml's)."})
+    stage_configs_dir: str = field(default="training/configs/shapes", metadata={"help": "Folder of the stage configs."})
+    stage3_mix_ratio: str | None = field(default=None, metadata={"help": "Stage III ratio instead of 5:1:4."})
+    eval_guidance_scale: float = field(default=5.0, metadata={"help": "CFG weight of the evaluation."})
+    eval_batch_size: int = field(default=24, metadata={"help": "Evaluation batch size."})
+
+
+class Recipe:
+    """The parts of the recipe, in order; each one's output folder is written atomically and skipped when done."""
+
+    def __init__(self, args: RecipeArguments):
+        from pathlib import Path
+
+        self.args = args
+        self.root = Path(args.output_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.root / "recipe_log.jsonl"
+
+    def log(self, record: dict) -> None:
+        import json
+
+        print(json.dumps(record), flush=True)
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def part(self, name: str, function) -> None:
+        """Run `function(staging_dir)` unless `name/` is complete; the folder appears only once it is."""
+        import shutil
+        import time
+
+        target = self.root / name
+        if (target / ".complete").exists():
+            print(f"[recipe] {name}: done already, skipped", flush=True)
+            return
+        staging = self.root / f".{name.replace('/', '_')}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.mkdir(parents=True)
+        print(f"[recipe] {name} ...", flush=True)
+        start = time.perf_counter()
+        details = function(staging) or {}
+        (staging / ".complete").write_text("")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+        self.log({"part": name, "seconds": round(time.perf_counter() - start, 1), **details})
+
+    # The parts ------------------------------------------------------------------------------------------------
+
+    def data(self, staging):
+        from transformers_janus.shapes import write_shapes_data
+
+        a = self.args
+        staging.rmdir()  # write_shapes_data refuses an existing non-empty folder and writes atomically itself
+        files = write_shapes_data(
+            staging, a.num_understanding, a.num_text, a.num_generation, seed=a.seed, num_stage1=a.num_stage1,
+            num_eval_prompts_per_tag=a.num_eval_prompts_per_tag, num_eval_vqa_images=a.num_eval_vqa_images,
+        )
+        return {"files": sorted(files)}
+
+    def tokenizer(self, staging):
+        from transformers_janus.shapes.tokenizer import conversation_texts, train_tokenizer
+        from transformers_janus.training.data import load_samples
+
+        data = self.root / "data"
+        texts = []
+        for kind, name in (("understanding", "understanding.jsonl"), ("text", "text.jsonl"),
+                           ("generation", "generation.jsonl"), ("generation", "generation_stage1.jsonl")):
+            texts += conversation_texts(load_samples(str(data / name), kind))
+        tokenizer = train_tokenizer(texts, vocab_size=self.args.vocab_size)
+        tokenizer.save_pretrained(staging)
+        return {"vocab_size": len(tokenizer), "texts": len(texts)}
+
+    def vq(self, staging):
+        import json
+
+        import torch
+        from diffusers import VQModel
+
+        from transformers_janus import JanusProVQConfig
+        from transformers_janus.shapes.assembly import VQ_CONFIG
+        from transformers_janus.shapes.autoencoder import reconstruction_accuracy, train_vq_autoencoder
+
+        torch.manual_seed(self.args.seed)
+        vq = VQModel(**JanusProVQConfig(**VQ_CONFIG).to_diffusers_kwargs())
+        with open(staging / "train_log.jsonl", "w") as log:
+            train_vq_autoencoder(
+                vq, self.args.vq_steps, batch_size=self.args.vq_batch_size, seed=self.args.seed,
+                log=lambda record: (log.write(json.dumps(record) + "\n"), log.flush()),
+            )
+        n = self.args.vq_eval_scenes
+        scores = {"detector_accuracy": reconstruction_accuracy(vq, n, seed=self.args.seed + 1),
+                  "detector_accuracy_held_out_pairs": reconstruction_accuracy(
+                      vq, max(1, 2 * n // 5), seed=self.args.seed + 2, held_out_only=True)}
+        (staging / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+        vq.save_pretrained(staging)
+        return scores
+
+    def vision(self, staging):
+        import json
+
+        import torch
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+
+        from transformers_janus.shapes.assembly import VISION_CONFIG
+        from transformers_janus.shapes.vision_encoder import pretrain_vision_encoder
+
+        torch.manual_seed(self.args.seed)
+        config = SiglipVisionConfig(**VISION_CONFIG, hidden_act="gelu", layer_norm_eps=1e-6, vision_use_head=False)
+        vision = SiglipVisionModel(config)
+        final = {}
+        with open(staging / "train_log.jsonl", "w") as log:
+            def write(record):
+                final.update(record)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+
+            pretrain_vision_encoder(vision, self.args.vision_steps, batch_size=self.args.vision_batch_size,
+                                    seed=self.args.seed, log=write)
+        vision.save_pretrained(staging)
+        return {"patch_accuracy": final.get("patch_accuracy")}
+
+    def init(self, staging):
+        import json
+
+        from diffusers import VQModel
+        from transformers import AutoTokenizer, SiglipVisionModel
+
+        from transformers_janus.shapes.assembly import assemble_shapes_model, save_shapes_model
+
+        components = self.root / "components"
+        model, processor = assemble_shapes_model(
+            AutoTokenizer.from_pretrained(components / "tokenizer"),
+            SiglipVisionModel.from_pretrained(components / "vision"),
+            VQModel.from_pretrained(components / "vq"),
+            text_config=json.loads(self.args.text_config) if self.args.text_config else None,
+            seed=self.args.seed,
+        )
+        save_shapes_model(model, processor, staging)
+        return {"parameters": sum(p.numel() for p in model.parameters())}
+
+    def train_stage(self, name: str, config: str, previous: str, steps: int | None, data: dict, extra=()):
+        def run(staging):
+            import os
+            import subprocess
+            import sys
+            from pathlib import Path
+
+            script = Path(__file__).resolve().parent / "train.py"
+            command = [sys.executable, str(script), "--config", str(Path(self.args.stage_configs_dir) / config),
+                       "--model_name_or_path", str(self.root / previous), "--output_dir", str(staging),
+                       "--seed", str(self.args.seed), "--vq_cache_dir", str(self.root / "vq_codes"), *extra]
+            for kind, file in data.items():
+                command += [f"--{kind}_data", str(self.root / "data" / file)]
+            if steps is not None:
+                command += ["--max_steps", str(steps)]
+            subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            return {"max_steps": steps}
+
+        self.part(name, run)
+
+    def evaluate(self, staging):
+        import json
+
+        from transformers_janus.shapes.evaluation import evaluate_shapes, format_report
+
+        # The exported model is what ships (weights rounded to bfloat16): its scores are the ones reported.
+        result = evaluate_shapes(self.root / "export", self.root / "data", guidance_scale=self.args.eval_guidance_scale,
+                                 generation_batch_size=self.args.eval_batch_size,
+                                 vqa_batch_size=2 * self.args.eval_batch_size, seed=self.args.seed,
+                                 save_dir=staging / "images")
+        # What rewrites the evaluation files: write_shapes_data's streams are independent, so these three suffice.
+        a = self.args
+        result["data_settings"] = {"seed": a.seed, "num_eval_prompts_per_tag": a.num_eval_prompts_per_tag,
+                                   "num_eval_vqa_images": a.num_eval_vqa_images}
+        (staging / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(format_report(result), flush=True)
+        return {"geneval_overall": result["generation"]["scores"]["overall"],
+                "vqa_overall": result["vqa"]["scores"]["overall"]}
+
+    def export(self, staging):
+        from transformers_janus.shapes.assembly import export_shipped_model
+
+        export_shipped_model(self.root / "stage3", staging)
+        return {"megabytes": round(sum(f.stat().st_size for f in staging.iterdir()) / 2**20, 1)}
+
+    def report(self, staging):
+        import json
+
+        from PIL import Image
+
+        from transformers_janus.shapes.figures import plot_recipe_losses, sample_grid
+
+        plot_recipe_losses(self.root, staging / "loss_curves.png")
+        images = self.root / "eval" / "images"
+        records = [json.loads(line) for line in (images / "results.jsonl").read_text().splitlines()]
+        picks = [r for tag in ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+                 for r in [r for r in records if r["tag"] == tag][:4]]
+        sample_grid([Image.open(images / r["image"]) for r in picks], [r["prompt"] for r in picks],
+                    staging / "samples.png", columns=6, marks=[r["correct"] for r in picks])
+        return {"figures": ["loss_curves.png", "samples.png"]}
+
+    def run(self) -> None:
+        a = self.args
+        understanding, text = "understanding.jsonl", "text.jsonl"
+        self.part("data", self.data)
+        self.part("components/tokenizer", self.tokenizer)
+        self.part("components/vq", self.vq)
+        self.part("components/vision", self.vision)
+        self.part("init", self.init)
+        self.train_stage("llm", "llm.yaml", "init", a.llm_steps, {"text": text})
+        self.train_stage("stage1", "stage1.yaml", "llm", a.stage1_steps,
+                         {"understanding": understanding, "generation": "generation_stage1.jsonl"})
+        self.train_stage("stage2", "stage2.yaml", "stage1", a.stage2_steps,
+                         {"understanding": understanding, "text": text, "generation": "generation.jsonl"})
+        self.train_stage("stage3", "stage3.yaml", "stage2", a.stage3_steps,
+                         {"understanding": understanding, "text": text, "generation": "generation.jsonl"},
+                         extra=("--mix_ratio", a.stage3_mix_ratio) if a.stage3_mix_ratio else ())
+        self.part("export", self.export)
+        self.part("eval", self.evaluate)
+        self.part("report", self.report)
+        total = sum(record["seconds"] for record in _read_jsonl(self.log_path))
+        print(f"[recipe] done: the model is {self.root / 'stage3'}; parts logged took {total / 60:.1f} min in all",
+              flush=True)
+
+
+def _read_jsonl(path):
+    import json
+
+    return [json.loads(line) for line in open(path)] if path.exists() else []
+
+
+def make_parser(prog: str | None = None):
+    from trl import TrlParser
+
+    return TrlParser((RecipeArguments,), prog=prog)
+
+
+if __name__ == "__main__":
+    (recipe_args,) = make_parser().parse_args_and_config()
+    Recipe(recipe_args).run()
