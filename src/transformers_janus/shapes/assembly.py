@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from ..utils import SPECIAL_TOKENS
+
 # The shapes model's sizes (SigLIP patch = VQ downsampling, so both encoders give the same 16 x 16 grid at 128 px).
 VISION_CONFIG = {
     "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -28,9 +30,7 @@ def shapes_config(tokenizer, vision_config: dict | None = None, text_config: dic
     """A `JanusProConfig` for the shapes world whose vocabulary and special token ids are `tokenizer`'s."""
     from .. import JanusProConfig
 
-    ids = {name: tokenizer.convert_tokens_to_ids(text) for name, text in (
-        ("image_token_id", "<image_placeholder>"), ("boi_token_id", "<begin_of_image>"),
-        ("eoi_token_id", "<end_of_image>"), ("pad_token_id", tokenizer.pad_token))}
+    ids = {name: tokenizer.convert_tokens_to_ids(text) for name, text in SPECIAL_TOKENS.items()}
     text = {**TEXT_CONFIG, **(text_config or {}), "vocab_size": len(tokenizer),
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": ids["pad_token_id"]}
@@ -55,8 +55,7 @@ def assemble_shapes_model(tokenizer, vision_model, vq_model, text_config: dict |
         tokenizer,
         vision_config={k: getattr(vision_model.config, k) for k in VISION_CONFIG},
         text_config=text_config,
-        vq_config={k: vq_model.config[k] if k != "vq_embed_dim" else vq_model.config["vq_embed_dim"]
-                   for k in VQ_CONFIG if k in vq_model.config},
+        vq_config={k: vq_model.config[k] for k in VQ_CONFIG},
     )
     torch.manual_seed(seed)
     model = JanusProForConditionalGeneration(config)

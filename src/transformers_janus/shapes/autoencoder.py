@@ -25,11 +25,17 @@ from .scoring import detect_objects
 from .world import HELD_OUT_PAIRS, WorldSpec, random_scene
 
 
-def scene_batch(rng: np.random.Generator, batch_size: int, world: WorldSpec, exclude_pairs=HELD_OUT_PAIRS):
-    """`batch_size` random scenes as `[batch, 3, H, W]` floats in [-1, 1] (the VQ's input range), and the scenes."""
-    scenes = [random_scene(rng, world, exclude_pairs=exclude_pairs) for _ in range(batch_size)]
+def scene_pixels(scenes) -> torch.Tensor:
+    """Rendered scenes as `[batch, 3, H, W]` floats in [-1, 1]: the VQ's input range, and SigLIP's after
+    `JanusProImageProcessor`'s normalisation (rescale 1/255, mean 0.5, std 0.5)."""
     pixels = np.stack([np.asarray(scene.render(), dtype=np.float32) for scene in scenes])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).div(127.5).sub(1.0), scenes
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).div(127.5).sub(1.0)
+
+
+def scene_batch(rng: np.random.Generator, batch_size: int, world: WorldSpec, exclude_pairs=HELD_OUT_PAIRS):
+    """`batch_size` random scenes as `scene_pixels`, and the scenes."""
+    scenes = [random_scene(rng, world, exclude_pairs=exclude_pairs) for _ in range(batch_size)]
+    return scene_pixels(scenes), scenes
 
 
 def to_images(pixels: torch.Tensor) -> np.ndarray:
@@ -165,8 +171,7 @@ def reconstruction_accuracy(vq, num_scenes: int = 500, seed: int = 1, batch_size
                 scene = random_scene(rng, world)
                 if any((o.colour, o.shape) in HELD_OUT_PAIRS for o in scene.objects):
                     scenes.append(scene)
-            pixels = np.stack([np.asarray(s.render(), dtype=np.float32) for s in scenes])
-            images = torch.from_numpy(pixels).permute(0, 3, 1, 2).div(127.5).sub(1.0)
+            images = scene_pixels(scenes)
         else:
             images, scenes = scene_batch(rng, n, world, exclude_pairs=())
         for image, scene in zip(to_images(reconstruct(vq, images)), scenes):
@@ -175,5 +180,5 @@ def reconstruction_accuracy(vq, num_scenes: int = 500, seed: int = 1, batch_size
     return correct / total
 
 
-__all__ = ["normalize_codebook", "reconstruct", "reconstruction_accuracy", "scene_batch", "to_images",
+__all__ = ["normalize_codebook", "reconstruct", "reconstruction_accuracy", "scene_batch", "scene_pixels", "to_images",
            "train_vq_autoencoder"]

@@ -65,8 +65,9 @@ def write_shapes_data(
     Files (image paths relative to the JSONL): `understanding.jsonl` (`{"messages", "images"}`, one conversation of
     `num_turns` questions per image), `text.jsonl` (`{"messages"}`), `generation.jsonl` (`{"caption", "image"}`,
     never a held-out pair in caption or image), `generation_stage1.jsonl` (class-name captions of single objects,
-    `num_stage1` records, default `num_generation`), and, when asked, `eval_generation.jsonl` (GenEval-style prompt specs, held-out pairs
-    included) and `eval_vqa.jsonl` (understanding records with `category` and `answer`, on unseen images).
+    `num_stage1` records, default `num_generation`), and, when asked, `eval_generation.jsonl` (GenEval-style prompt
+    specs, held-out pairs included) and `eval_vqa.jsonl` (understanding records with `category` and `answer`, on
+    unseen images).
     Returns the path of each file written, by kind.
     """
     for name, value in (("num_understanding", num_understanding), ("num_text", num_text),

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .autoencoder import scene_pixels
 from .world import COLOUR_NAMES, SHAPES, WorldSpec, random_scene
 
 
@@ -70,12 +71,6 @@ class PretrainingProbes(nn.Module):
         }
 
 
-def _pixel_values(scenes) -> torch.Tensor:
-    pixels = np.stack([np.asarray(scene.render(), dtype=np.float32) for scene in scenes])
-    # JanusProImageProcessor's normalisation: rescale 1/255, mean 0.5, std 0.5.
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).div(127.5).sub(1.0)
-
-
 def pretrain_vision_encoder(
     vision_model,
     num_steps: int,
@@ -113,7 +108,7 @@ def pretrain_vision_encoder(
             group["lr"] = learning_rate * scale
         scenes = [random_scene(rng, world) for _ in range(batch_size)]
         colours, shapes = patch_labels(scenes, config.patch_size, config.image_size)
-        features = vision_model(pixel_values=_pixel_values(scenes)).last_hidden_state
+        features = vision_model(pixel_values=scene_pixels(scenes)).last_hidden_state
         losses = probes.losses(features, colours, shapes, count_labels(scenes))
         sum(losses.values()).backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
