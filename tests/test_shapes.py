@@ -7,6 +7,7 @@ and VQA scorers follow their rules.
 import io
 import json
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from transformers_janus.shapes.datasets import generation_scene
 from transformers_janus.shapes.scoring import DetectedObject, connected_components
 from transformers_janus.shapes.text import (
     OPPOSITE_RELATION,
+    TAGS,
     color_attr_spec,
     colors_spec,
     counting_spec,
@@ -192,6 +194,19 @@ def test_generation_data_never_holds_a_held_out_pair():
             assert f"{colour} {shape}" not in caption
     # Every other pair does occur, so the exclusion is not vacuous and not too broad.
     assert seen == {(c, s) for c in COLOUR_NAMES for s in SHAPES} - HELD_OUT_PAIRS
+
+
+def test_generation_data_trains_every_geneval_category_with_true_captions():
+    rng = np.random.default_rng(6)
+    tags = Counter()
+    for _ in range(600):
+        scene, caption = generation_scene(rng, WorldSpec())
+        templates = {prompt: spec.tag for prompt, spec in geneval_captions(scene)}
+        if caption.startswith("a photo of"):
+            assert caption in templates, caption  # a template caption describes the whole scene
+            tags[templates[caption]] += 1
+    # Half the samples are drawn per category, so even position and counting (rare in random scenes) are common.
+    assert set(tags) == set(TAGS) and min(tags.values()) >= 0.08 * 600, tags
 
 
 def test_write_shapes_data(tmp_path):

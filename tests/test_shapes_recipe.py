@@ -10,6 +10,9 @@ import pytest
 
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "training"))
+from shapes_recipe import resolve_mixed_precision  # noqa: E402
+
 PARTS = ["data", "components/tokenizer", "components/vq", "components/vision", "init", "llm", "stage1", "stage2",
          "stage3", "export", "eval", "report"]
 
@@ -43,6 +46,19 @@ def test_recipe_runs_every_part_in_order(smoke_run):
         assert steps[-1] == 2, (stage, steps)
     card = (output_dir / "stage3" / "README.md").read_text()  # the model card's training summary
     assert "| `stage` | 3 |" in card and "| `mix_ratio` | `5:1:4` |" in card
+    # `--mixed_precision auto` resolved once, for SigLIP and every stage alike.
+    resolved = {record["mixed_precision"] for record in log if "mixed_precision" in record}
+    assert resolved == {resolve_mixed_precision("auto")}
+    assert {record["part"] for record in log if "mixed_precision" in record} == {
+        "components/vision", "llm", "stage1", "stage2", "stage3"}
+
+
+def test_auto_mixed_precision_is_bf16_only_where_the_cpu_has_bf16_kernels():
+    import torch
+
+    has_kernels = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_mixed_precision("auto") == ("bf16" if has_kernels else "no")
+    assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
 
 
 def test_recipe_stages_chain_their_weights(smoke_run):

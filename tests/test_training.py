@@ -6,6 +6,7 @@ on the tiny fixture model; the end-to-end runs drive `training/train.py` in subp
 
 import copy
 import json
+import math
 import os
 import shutil
 import signal
@@ -507,3 +508,32 @@ def test_bad_samples_fail_before_training_or_are_skipped(checkpoint_dir, data_di
     seen = {record_id for row in _samples(tmp_path / "skip", 0) for record_id in row["record_ids"]}
     assert seen and not seen & {"understanding.jsonl:2", "understanding.jsonl:3"}
     assert "understanding.jsonl:2" in result.stderr  # the skipped records are named in the log
+
+
+@pytest.mark.parametrize("kind", ["constant", "cosine", "linear"])
+def test_learning_rate_schedules_warm_up_then_hold_or_decay_to_zero(kind):
+    from transformers_janus.training.optimization import create_optimizer_and_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = create_optimizer_and_scheduler(model, 1.0, warmup_steps=2, lr_scheduler_type=kind,
+                                                          num_training_steps=10)
+    rates = []
+    for _ in range(10):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == [0.0, 0.5, 1.0]
+    expected_end = {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * 7 / 8)), "linear": 1 / 8}[kind]
+    assert rates[-1] == pytest.approx(expected_end)
+    assert scheduler.get_last_lr()[0] == pytest.approx(1.0 if kind == "constant" else 0.0)
+    assert all(a >= b for a, b in zip(rates[2:], rates[3:]))
+
+
+def test_a_decaying_schedule_needs_its_length_and_unknown_schedules_are_refused():
+    from transformers_janus.training.optimization import create_optimizer_and_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="num_training_steps"):
+        create_optimizer_and_scheduler(model, 1.0, 0, lr_scheduler_type="cosine")
+    with pytest.raises(ValueError, match="one of"):
+        create_optimizer_and_scheduler(model, 1.0, 0, lr_scheduler_type="polynomial")

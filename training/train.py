@@ -130,7 +130,9 @@ class StageTrainingArguments:
         max_steps (`int`, *optional*):
             Optimizer steps; the paper's for the stage by default.
         learning_rate (`float`, *optional*) / warmup_steps (`int`, *optional*):
-            The stage's (1e-3 / 600, 1e-4 / 5000, 4e-5 / 0) by default; the schedule is constant after warm-up.
+            The stage's (1e-3 / 600, 1e-4 / 5000, 4e-5 / 0) by default.
+        lr_scheduler_type (`str`, *optional*, defaults to `"constant"`):
+            After the warm-up: `constant` (the paper's), or `cosine` / `linear` decay to 0 at `max_steps`.
         per_device_train_batch_size (`int`, *optional*, defaults to 8):
             Samples per micro-batch per process (packed into rows of `max_length` with `--packing`).
         gradient_accumulation_steps (`int`, *optional*, defaults to 1):
@@ -160,6 +162,10 @@ class StageTrainingArguments:
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; the stage's by default."})
     learning_rate: float | None = field(default=None, metadata={"help": "Peak LR; the stage's by default."})
     warmup_steps: int | None = field(default=None, metadata={"help": "Linear warm-up steps; the stage's by default."})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "constant (the paper's), cosine or linear.",
+                                      "choices": ["constant", "cosine", "linear"]}
+    )
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Samples per micro-batch per process."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
@@ -403,7 +409,9 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
     )
     collator = JanusProDataCollator(processor.pad_token_id, max_length=data_args.max_length, packing=data_args.packing)
 
-    optimizer, scheduler = create_optimizer_and_scheduler(model, learning_rate, warmup_steps)
+    optimizer, scheduler = create_optimizer_and_scheduler(
+        model, learning_rate, warmup_steps, training_args.lr_scheduler_type, num_training_steps=max_steps
+    )
     if accelerator.state.deepspeed_plugin is not None:  # no prepared dataloader to read the micro-batch size from
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
             training_args.per_device_train_batch_size
@@ -525,6 +533,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: St
             "max_steps": max_steps,
             "learning_rate": learning_rate,
             "warmup_steps": warmup_steps,
+            "lr_scheduler_type": training_args.lr_scheduler_type,
             "mix_ratio": mixer.ratio_string,
             "global_batch_size": mixer.global_batch_size,
             "max_length": data_args.max_length,

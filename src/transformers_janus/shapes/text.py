@@ -280,25 +280,32 @@ def text_conversation(rng: np.random.Generator) -> dict:
     return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
+def random_prompt_spec(rng: np.random.Generator, tag: str) -> PromptSpec:
+    """A GenEval-style prompt of category `tag` with its shapes, colours, count or relation drawn from `rng`."""
+    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+    if tag == "single_object":
+        return single_object_spec(pick(SHAPES))
+    if tag == "counting":
+        return counting_spec(pick(SHAPES), int(rng.integers(2, 5)))
+    if tag == "colors":
+        return colors_spec(pick(COLOUR_NAMES), pick(SHAPES))
+    if tag not in TAGS:
+        raise ValueError(f"`tag` must be one of {TAGS}, got {tag!r}.")
+    a, b = (str(shape) for shape in rng.choice(SHAPES, size=2, replace=False))
+    if tag == "two_object":
+        return two_object_spec(a, b)
+    if tag == "position":
+        return position_spec(a, pick(RELATIONS), b)
+    return color_attr_spec(pick(COLOUR_NAMES), a, pick(COLOUR_NAMES), b)
+
+
 def evaluation_prompt_specs(rng: np.random.Generator, per_tag: int) -> list[PromptSpec]:
     """`per_tag` GenEval-style prompts per tag; colour prompts include the held-out pairs (scored apart)."""
-    specs = []
-    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
-    for _ in range(per_tag):
-        specs.append(single_object_spec(pick(SHAPES)))
-        a, b = rng.choice(SHAPES, size=2, replace=False)
-        specs.append(two_object_spec(str(a), str(b)))
-        specs.append(counting_spec(pick(SHAPES), int(rng.integers(2, 5))))
-        specs.append(colors_spec(pick(COLOUR_NAMES), pick(SHAPES)))
-        a, b = rng.choice(SHAPES, size=2, replace=False)
-        specs.append(position_spec(str(a), pick(RELATIONS), str(b)))
-        a, b = rng.choice(SHAPES, size=2, replace=False)
-        specs.append(color_attr_spec(pick(COLOUR_NAMES), str(a), pick(COLOUR_NAMES), str(b)))
-    return specs
+    return [random_prompt_spec(rng, tag) for _ in range(per_tag) for tag in TAGS]
 
 
 __all__ = [
     "TAGS", "PromptSpec", "noun_phrase", "single_object_spec", "two_object_spec", "counting_spec", "colors_spec",
     "position_spec", "color_attr_spec", "scene_from_spec", "geneval_captions", "free_caption", "class_name",
-    "vqa_questions", "understanding_records", "text_conversation", "evaluation_prompt_specs",
+    "vqa_questions", "understanding_records", "text_conversation", "random_prompt_spec", "evaluation_prompt_specs",
 ]

@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from transformers import get_constant_schedule_with_warmup
+from transformers import get_scheduler
 
 from .stages import ADAM_BETAS, WEIGHT_DECAY
 
@@ -36,16 +36,32 @@ class StepOutput:
     grad_norm: torch.Tensor | None
 
 
+LR_SCHEDULER_TYPES = ("constant", "cosine", "linear")
+
+
 def create_optimizer_and_scheduler(
-    model: torch.nn.Module, learning_rate: float, warmup_steps: int
+    model: torch.nn.Module,
+    learning_rate: float,
+    warmup_steps: int,
+    lr_scheduler_type: str = "constant",
+    num_training_steps: int | None = None,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """The paper's optimizer over the trainable parameters: AdamW(0.9, 0.95), no weight decay, constant LR after a
-    linear warm-up."""
+    """
+    The paper's optimizer over the trainable parameters: AdamW(0.9, 0.95), no weight decay, a linear warm-up, then the
+    paper's constant LR, or a decay to 0 at `num_training_steps` (`cosine`, `linear`: transformers' schedules), which
+    a model trained from scratch in few steps gains from.
+    """
+    if lr_scheduler_type not in LR_SCHEDULER_TYPES:
+        raise ValueError(f"`lr_scheduler_type` must be one of {LR_SCHEDULER_TYPES}, got {lr_scheduler_type!r}.")
+    if lr_scheduler_type != "constant" and not num_training_steps:
+        raise ValueError(f"A {lr_scheduler_type} schedule decays to 0 at `num_training_steps`: pass it.")
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if not parameters:
         raise ValueError("The model has no trainable parameter: check the stage's or `--trainable_modules` policy.")
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=ADAM_BETAS, weight_decay=WEIGHT_DECAY)
-    return optimizer, get_constant_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps)
+    name = "constant_with_warmup" if lr_scheduler_type == "constant" else lr_scheduler_type
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=num_training_steps)
+    return optimizer, scheduler
 
 
 def count_targets(micro_batches: list[dict]) -> torch.Tensor:
