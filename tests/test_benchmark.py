@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from transformers_janus.utils import cpu_has_bf16_kernels
+
 BENCHMARK = Path(__file__).parent.parent / "benchmarks" / "bench_generate.py"
-BF16_PREPACK = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+BF16_PREPACK = cpu_has_bf16_kernels()
 
 
 @pytest.fixture(scope="module")

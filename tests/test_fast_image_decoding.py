@@ -10,8 +10,9 @@ from transformers_janus.fast_image_decoding import (
     in_place_cache,
     prepacked_decoder,
 )
+from transformers_janus.utils import cpu_has_bf16_kernels
 
-BF16_PREPACK = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+BF16_PREPACK = cpu_has_bf16_kernels()
 NO_BF16_REASON = "this CPU lacks avx512_bf16/AMX, so oneDNN cannot run bfloat16 products (prepack_weights is refused)"
 
 

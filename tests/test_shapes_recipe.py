@@ -54,10 +54,9 @@ def test_recipe_runs_every_part_in_order(smoke_run):
 
 
 def test_auto_mixed_precision_is_bf16_only_where_the_cpu_has_bf16_kernels():
-    import torch
+    from transformers_janus.utils import cpu_has_bf16_kernels
 
-    has_kernels = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_mixed_precision("auto") == ("bf16" if has_kernels else "no")
+    assert resolve_mixed_precision("auto") == ("bf16" if cpu_has_bf16_kernels() else "no")
     assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
 
 

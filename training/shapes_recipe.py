@@ -307,11 +307,11 @@ class Recipe:
 
 def resolve_mixed_precision(mixed_precision: str) -> str:
     """`auto` -> `bf16` where oneDNN has bfloat16 matrix kernels on this CPU (AMX / AVX-512 BF16), else `no`."""
-    import torch
+    from transformers_janus.utils import cpu_has_bf16_kernels
 
     if mixed_precision != "auto":
         return mixed_precision
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    return "bf16" if cpu_has_bf16_kernels() else "no"
 
 
 def _read_jsonl(path):

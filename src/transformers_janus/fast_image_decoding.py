@@ -27,6 +27,8 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.models.llama.modeling_llama import LlamaModel
 
+from .utils import cpu_has_bf16_kernels
+
 
 class JanusProInPlaceCacheLayer(DynamicLayer):
     """
@@ -136,7 +138,7 @@ def prepacking_unsupported_reason(model) -> str | None:
     that are not fused."""
     if model.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return f"it runs oneDNN's CPU kernels, and the model is on {model.device}"
-    if model.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if model.dtype == torch.bfloat16 and not cpu_has_bf16_kernels():
         return "this CPU lacks the bfloat16 instructions (avx512_bf16 / AMX) that oneDNN's bfloat16 products need"
     if model.dtype not in (torch.float32, torch.bfloat16):
         return f"oneDNN's products run float32 or bfloat16, and the model is {model.dtype}"

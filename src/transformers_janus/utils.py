@@ -1,6 +1,7 @@
 """
 Leaf helpers every module of the package may import (it imports nothing of ours): Janus-Pro's special tokens, the
-download arguments of `from_pretrained`, state-dict checks, and the classifier-free-guidance rows of a prompt.
+download arguments of `from_pretrained`, state-dict checks, the classifier-free-guidance rows of a prompt, and
+whether this CPU has bfloat16 matrix kernels.
 """
 
 import json
@@ -31,6 +32,12 @@ HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "tok
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read as it is: the message names the file, field or tensor, and the fix."""
+
+
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN has bfloat16 matrix kernels on this CPU (AMX or AVX-512 BF16): where bfloat16 products run
+    fast, rather than emulated."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def hub_kwargs_from(kwargs: dict) -> dict:
