@@ -101,6 +101,31 @@ def test_recipe_scores_and_components_are_reported(smoke_run):
     assert samples.width > 6 * 256  # six columns of 2x-upscaled 128 px samples
 
 
+def test_recipe_export_carries_an_evaluation_sample_the_full_evaluation_holds(smoke_run):
+    """export/ is the shipped form (no code, float32 on load, its own card) with `evaluation_sample.json`: one prompt
+    per GenEval tag and the first questions, with the weights' SHA-256; the full evaluation gives the same verdicts and
+    answers as its first images and questions, and a rerun recomputes them."""
+    import hashlib
+
+    from transformers_janus.shapes.evaluation import rerun_evaluation_sample, sample_agrees
+
+    output_dir, _ = smoke_run
+    export = output_dir / "export"
+    assert not list(export.glob("*.py")) and "trust_remote_code" not in (export / "README.md").read_text()
+    sample = json.loads((export / "evaluation_sample.json").read_text())
+    assert sample["weights_sha256"] == hashlib.sha256((export / "model.safetensors").read_bytes()).hexdigest()
+    assert [item["tag"] for item in sample["generation"]] == [
+        "single_object", "two_object", "counting", "colors", "position", "color_attr"]
+    assert len(sample["vqa"]) == 24 and {item["category"] for item in sample["vqa"]} >= {"position"}
+    scores = json.loads((output_dir / "eval" / "scores.json").read_text())
+    assert [item["question"] for item in sample["vqa"]] == [p["question"] for p in scores["vqa"]["predictions"][:24]]
+    assert sample_agrees(sample, scores)
+    log = [json.loads(line) for line in (output_dir / "recipe_log.jsonl").read_text().splitlines()]
+    assert [record["sample_agrees"] for record in log if record["part"] == "eval"] == [True]
+    recorded, rerun = rerun_evaluation_sample(export)
+    assert rerun == recorded
+
+
 def test_recipe_rerun_skips_finished_parts(smoke_run):
     output_dir, _ = smoke_run
     before = (output_dir / "stage3" / "model.safetensors").read_bytes()

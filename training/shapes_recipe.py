@@ -24,7 +24,8 @@ class RecipeArguments:
         output_dir (`str`):
             Where every part goes: `data/`, `components/{tokenizer,vq,vision}/`, `init/`, `llm/`, `stage1/`,
             `stage2/`, `stage3/` (the final model), `export/` (the final model in the form meant to ship
-            inside the package: bfloat16 weights, no code copies), `eval/scores.json` (the exported model's scores; its images in
+            inside the package: bfloat16 weights, no code copies, and `evaluation_sample.json`, a slice of the
+            evaluation any install can rerun), `eval/scores.json` (the exported model's scores; its images in
             `eval/images/`), `report/` (`loss_curves.png`, `samples.png`: the first four prompts of each category),
             and `recipe_log.jsonl` (one line per part, with its wall time).
         seed (`int`, *optional*, defaults to 0):
@@ -243,7 +244,7 @@ class Recipe:
     def evaluate(self, staging):
         import json
 
-        from transformers_janus.shapes.evaluation import evaluate_shapes, format_report
+        from transformers_janus.shapes.evaluation import SAMPLE_FILE, evaluate_shapes, format_report, sample_agrees
 
         # The exported model is what ships (weights rounded to bfloat16): its scores are the ones reported.
         result = evaluate_shapes(self.root / "export", self.root / "data", guidance_scale=self.args.eval_guidance_scale,
@@ -256,14 +257,27 @@ class Recipe:
                                    "num_eval_vqa_images": a.num_eval_vqa_images}
         (staging / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
         print(format_report(result), flush=True)
+        sample = json.loads((self.root / "export" / SAMPLE_FILE).read_text())
         return {"geneval_overall": result["generation"]["scores"]["overall"],
-                "vqa_overall": result["vqa"]["scores"]["overall"]}
+                "vqa_overall": result["vqa"]["scores"]["overall"],
+                # The shipped sample was computed alone, in smaller batches: the full run should hold it unchanged.
+                "sample_agrees": sample_agrees(sample, result)}
 
     def export(self, staging):
+        import json
+
         from transformers_janus.shapes.assembly import export_shipped_model
+        from transformers_janus.shapes.evaluation import GENERATION_FILE, write_evaluation_sample
 
         export_shipped_model(self.root / "stage3", staging)
-        return {"megabytes": round(sum(f.stat().st_size for f in staging.iterdir()) / 2**20, 1)}
+        # The slice of the evaluation the shipped folder carries, so any install can check it reproduces the scores:
+        # one prompt per category (the prompt file interleaves the tags) and the first questions.
+        lines = (self.root / "data" / GENERATION_FILE).read_text().splitlines()[:6]
+        sample = write_evaluation_sample(staging, [json.loads(line) for line in lines], data_seed=self.args.seed,
+                                         guidance_scale=self.args.eval_guidance_scale, seed=self.args.seed)
+        return {"megabytes": round(sum(f.stat().st_size for f in staging.iterdir()) / 2**20, 1),
+                "sample_images_correct": sum(item["correct"] for item in sample["generation"]),
+                "sample_answers_correct": sum(item["correct"] for item in sample["vqa"])}
 
     def report(self, staging):
         import json

@@ -99,7 +99,41 @@ def export_shipped_model(model_dir: str | os.PathLike, output_dir: str | os.Path
     config.pop("auto_map", None)
     config["dtype"] = "float32"
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # The card save_pretrained wrote describes a Hub upload loaded with trust_remote_code; this folder has no code.
+    (output_dir / "README.md").write_text(SHIPPED_MODEL_CARD)
+
+
+SHIPPED_MODEL_CARD = """---
+library_name: transformers
+tags:
+- janus-pro
+- image-text-to-text
+- text-to-image
+---
+
+# Janus-Pro, shapes world
+
+A Janus-Pro (SigLIP encoder, Llama, VQ tokenizer, image head: 7.8 M parameters) trained from scratch on the
+procedural shapes world of `transformers_janus.shapes` by `training/shapes_recipe.py`: it draws and answers
+questions about coloured circles, squares and triangles on 128 x 128 canvases, and nothing else. Its scores, the
+recipe and its wall time are in the package's `docs/shapes.md`; `evaluation_sample.json` holds a slice of its
+evaluation that `transformers_janus.shapes.evaluation.rerun_evaluation_sample` recomputes.
+
+It is made to ship inside `transformers-janus` and needs that package installed: this folder holds no code copies.
+
+```python
+from transformers_janus import JanusProImagePipeline
+
+pipe = JanusProImagePipeline.from_pretrained("runs/shapes/export")
+image = pipe("a photo of a red circle and a green square").images[0]
+```
+
+```bash
+janus-pro generate "a photo of two triangles" -o shapes.png --model runs/shapes/export
+janus-pro chat --image shapes.png "How many triangles are there?" --model runs/shapes/export
+```
+"""
 
 
 __all__ = ["TEXT_CONFIG", "VISION_CONFIG", "VQ_CONFIG", "assemble_shapes_model", "export_shipped_model",
-           "save_shapes_model", "shapes_config"]
+           "save_shapes_model", "shapes_config", "SHIPPED_MODEL_CARD"]

@@ -58,6 +58,31 @@ def generation_scene(rng: np.random.Generator, world: WorldSpec) -> tuple[Scene,
     return scene, free_caption(scene, rng)
 
 
+def evaluation_vqa_scenes(seed: int, num_images: int, world: WorldSpec | None = None):
+    """
+    The first `num_images` unseen VQA scenes of `write_shapes_data(seed=seed, num_eval_vqa_images=...)`, each with
+    its `vqa_questions`, drawn from the same stream: what `eval_vqa.jsonl` holds, rebuilt without its files.
+    """
+    rng = _rng(seed, "eval_vqa")
+    world = world or WorldSpec()
+    for _ in range(num_images):
+        scene = random_scene(rng, world)
+        yield scene, vqa_questions(scene, rng)
+
+
+def vqa_record(question: str, answer: str, category: str, image) -> dict:
+    """An `eval_vqa.jsonl` record: the question on one image, its reference answer and category."""
+    return {
+        "messages": [
+            {"role": "user", "content": f"<image_placeholder>\n{question}"},
+            {"role": "assistant", "content": answer},
+        ],
+        "images": [image],
+        "category": category,
+        "answer": answer,
+    }
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
@@ -159,26 +184,15 @@ def _write_all(root: Path, world: WorldSpec, seed: int, num_understanding: int, 
         _write_jsonl(root / "eval_generation.jsonl", [s.to_dict() for s in specs])
         files["eval_generation"] = "eval_generation.jsonl"
     if num_eval_vqa_images:
-        rng = _rng(seed, "eval_vqa")
         records = []
-        for i in range(num_eval_vqa_images):
-            scene = random_scene(rng, world)
+        for i, (scene, questions) in enumerate(evaluation_vqa_scenes(seed, num_eval_vqa_images, world)):
             path = save(scene, f"eval_vqa_{i:06d}")
-            for category, question, answer in vqa_questions(scene, rng):
-                records.append({
-                    "messages": [
-                        {"role": "user", "content": f"<image_placeholder>\n{question}"},
-                        {"role": "assistant", "content": answer},
-                    ],
-                    "images": [path],
-                    "category": category,
-                    "answer": answer,
-                })
+            records += [vqa_record(question, answer, category, path) for category, question, answer in questions]
         _write_jsonl(root / "eval_vqa.jsonl", records)
         files["eval_vqa"] = "eval_vqa.jsonl"
     return files
 
 
 __all__ = [
-    "generation_scene", "write_shapes_data",
+    "evaluation_vqa_scenes", "generation_scene", "vqa_record", "write_shapes_data",
 ]

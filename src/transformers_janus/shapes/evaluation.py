@@ -504,6 +504,111 @@ def evaluate_shapes(
     }
 
 
+# --- The evaluation sample a shipped model carries -------------------------------------------------------------
+
+SAMPLE_FILE = "evaluation_sample.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sample_vqa_records(data_seed: int, num_questions: int) -> list[dict]:
+    """The first `num_questions` questions of `eval_vqa.jsonl` (data seed `data_seed`), their images rebuilt."""
+    from .datasets import evaluation_vqa_scenes, vqa_record
+
+    records: list[dict] = []
+    for index, (scene, questions) in enumerate(evaluation_vqa_scenes(data_seed, num_questions)):
+        image = scene.render()
+        for category, question, answer in questions:
+            record = vqa_record(question, answer, category, image)
+            record["image_index"] = index
+            records.append(record)
+        if len(records) >= num_questions:
+            return records[:num_questions]
+    return records
+
+
+def evaluation_sample(
+    pipeline,
+    specs: Sequence[PromptSpec | dict],
+    data_seed: int,
+    num_questions: int = 24,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    temperature: float = DEFAULT_TEMPERATURE,
+    seed: int = 0,
+) -> dict:
+    """
+    A small, self-contained slice of the evaluation that a model folder can carry and any install can rerun: the
+    verdict on each of `specs` (image `i` sampled with seed `seed + i`, as `evaluate_generation` does) and the greedy
+    answers to the first `num_questions` questions of the data seed's `eval_vqa.jsonl`, whose images
+    `evaluation_vqa_scenes` rebuilds (no data files needed).
+    """
+    specs = [_spec(spec) for spec in specs]
+    generation = evaluate_generation(pipeline, specs, batch_size=max(1, len(specs)), guidance_scale=guidance_scale,
+                                     temperature=temperature, seed=seed)
+    records = _sample_vqa_records(data_seed, num_questions)
+    vqa = evaluate_vqa(pipeline.model, pipeline.processor, records, batch_size=max(1, len(records)))
+    return {
+        "settings": {"guidance_scale": guidance_scale, "temperature": temperature, "seed": seed,
+                     "data_seed": data_seed, "num_questions": num_questions},
+        "generation": [{**spec.to_dict(), "seed": image_seed, "correct": bool(correct)}
+                       for (spec, correct), image_seed in zip(generation.results, generation.seeds)],
+        "vqa": [{"image_index": record["image_index"], "category": p.category, "question": p.question,
+                 "answer": p.answer, "prediction": p.prediction, "correct": p.correct}
+                for record, p in zip(records, vqa.predictions)],
+    }
+
+
+def write_evaluation_sample(model_dir: str | os.PathLike, specs: Sequence[PromptSpec | dict], data_seed: int,
+                            **kwargs) -> dict:
+    """Run `evaluation_sample` on the model in `model_dir` and write it there as `evaluation_sample.json`, with the
+    SHA-256 of the weights it was computed from."""
+    model_dir = Path(model_dir)
+    sample = {"weights_sha256": _sha256(model_dir / WEIGHTS_FILE),
+              **evaluation_sample(load_shapes_pipeline(model_dir), specs, data_seed, **kwargs)}
+    write_result(sample, model_dir / SAMPLE_FILE)
+    return sample
+
+
+def rerun_evaluation_sample(model_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """
+    The `evaluation_sample.json` recorded in `model_dir` and the same sample computed now on its weights (same
+    settings; `weights_sha256` of the file there now): equal when the install reproduces the recorded evaluation.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / SAMPLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(model_dir)!r} has no {SAMPLE_FILE}; `write_evaluation_sample` writes one.")
+    recorded = json.loads(path.read_text())
+    settings = recorded["settings"]
+    specs = [{key: item[key] for key in ("tag", "prompt", "include", "exclude")} for item in recorded["generation"]]
+    rerun = {"weights_sha256": _sha256(model_dir / WEIGHTS_FILE),
+             **evaluation_sample(load_shapes_pipeline(model_dir), specs, settings["data_seed"],
+                                 num_questions=settings["num_questions"],
+                                 guidance_scale=settings["guidance_scale"], temperature=settings["temperature"],
+                                 seed=settings["seed"])}
+    return recorded, rerun
+
+
+def sample_agrees(sample: dict, result: dict) -> bool:
+    """Whether a full `evaluate_shapes` result (same settings, full records) holds the sample's verdicts and answers
+    as its first images and questions."""
+    images = (result.get("generation") or {}).get("images") or []
+    predictions = (result.get("vqa") or {}).get("predictions") or []
+    generation = [item["correct"] for item in sample["generation"]]
+    answers = [item["prediction"] for item in sample["vqa"]]
+    return ([record["correct"] for record in images[: len(generation)]] == generation
+            and [record["prediction"] for record in predictions[: len(answers)]] == answers)
+
+
 def format_report(result: dict) -> str:
     """The two per-category markdown tables of an `evaluate_shapes` result (a skipped part is left out)."""
     sections = []
@@ -545,5 +650,6 @@ def write_result(result: dict, path: str | os.PathLike) -> Path:
 
 __all__ = [
     "GenerationEvaluation", "VQAEvaluation", "VQAPrediction", "evaluate_generation", "evaluate_vqa",
-    "evaluate_shapes", "eval_data_files", "format_report", "load_shapes_pipeline", "write_result",
+    "evaluate_shapes", "eval_data_files", "evaluation_sample", "format_report", "load_shapes_pipeline",
+    "rerun_evaluation_sample", "sample_agrees", "write_evaluation_sample", "write_result",
 ]
