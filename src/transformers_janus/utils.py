@@ -194,3 +194,12 @@ def separate_shared_storage(model) -> list[str]:
             tensor.data = tensor.data.clone()
             separated.append(name)
     return separated
+
+
+def sha256_file(path) -> str:
+    """The SHA-256 of a file's bytes, as hex: checkpoint manifests, VQ-code cache keys, shipped-weights records."""
+    import hashlib
+
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+

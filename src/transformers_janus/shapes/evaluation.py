@@ -510,16 +510,6 @@ SAMPLE_FILE = "evaluation_sample.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sample_vqa_records(data_seed: int, num_questions: int) -> list[dict]:
     """The first `num_questions` questions of `eval_vqa.jsonl` (data seed `data_seed`), their images rebuilt."""
     from .datasets import evaluation_vqa_scenes, vqa_record
@@ -571,11 +561,17 @@ def write_evaluation_sample(model_dir: str | os.PathLike, specs: Sequence[Prompt
                             **kwargs) -> dict:
     """Run `evaluation_sample` on the model in `model_dir` and write it there as `evaluation_sample.json`, with the
     SHA-256 of the weights it was computed from."""
-    model_dir = Path(model_dir)
-    sample = {"weights_sha256": _sha256(model_dir / WEIGHTS_FILE),
-              **evaluation_sample(load_shapes_pipeline(model_dir), specs, data_seed, **kwargs)}
-    write_result(sample, model_dir / SAMPLE_FILE)
+    sample = _model_dir_sample(Path(model_dir), specs, data_seed, **kwargs)
+    write_result(sample, Path(model_dir) / SAMPLE_FILE)
     return sample
+
+
+def _model_dir_sample(model_dir: Path, specs, data_seed: int, **kwargs) -> dict:
+    """`evaluation_sample` of the model in `model_dir`, with the SHA-256 of the weights it was computed from."""
+    from ..utils import sha256_file
+
+    return {"weights_sha256": sha256_file(model_dir / WEIGHTS_FILE),
+            **evaluation_sample(load_shapes_pipeline(model_dir), specs, data_seed, **kwargs)}
 
 
 def rerun_evaluation_sample(model_dir: str | os.PathLike) -> tuple[dict, dict]:
@@ -588,13 +584,9 @@ def rerun_evaluation_sample(model_dir: str | os.PathLike) -> tuple[dict, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{str(model_dir)!r} has no {SAMPLE_FILE}; `write_evaluation_sample` writes one.")
     recorded = json.loads(path.read_text())
-    settings = recorded["settings"]
-    specs = [{key: item[key] for key in ("tag", "prompt", "include", "exclude")} for item in recorded["generation"]]
-    rerun = {"weights_sha256": _sha256(model_dir / WEIGHTS_FILE),
-             **evaluation_sample(load_shapes_pipeline(model_dir), specs, settings["data_seed"],
-                                 num_questions=settings["num_questions"],
-                                 guidance_scale=settings["guidance_scale"], temperature=settings["temperature"],
-                                 seed=settings["seed"])}
+    settings = dict(recorded["settings"])
+    # Each generation item is its prompt spec plus seed and verdict; `PromptSpec.from_dict` reads the spec's keys.
+    rerun = _model_dir_sample(model_dir, recorded["generation"], settings.pop("data_seed"), **settings)
     return recorded, rerun
 
 

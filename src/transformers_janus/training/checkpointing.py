@@ -13,7 +13,6 @@ folder is renamed into place, so a run killed mid-save leaves no `checkpoint-STE
 lacks a file or holds a file whose size or checksum differs is refused with a `ValueError` naming the file.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from ..utils import sha256_file
+
 
 logger = logging.get_logger(__name__)
 
@@ -29,11 +30,6 @@ CHECKPOINT_PREFIX = "checkpoint-"
 TRAINING_STATE_NAME = "training_state.json"
 MANIFEST_NAME = "manifest.json"
 _CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _fsync(path: Path):
@@ -79,7 +75,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, train
         for path in sorted(staging.rglob("*")):
             if path.is_file():
                 _fsync(path)
-                files[path.relative_to(staging).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+                files[path.relative_to(staging).as_posix()] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
         _write_json(staging / MANIFEST_NAME, {"format": 1, "step": step, "files": files})
         for folder in sorted({path.parent for path in staging.rglob("*")}, key=lambda p: len(p.parts), reverse=True):
             _fsync(folder)
@@ -128,7 +124,7 @@ def verify_checkpoint(path: str | os.PathLike) -> dict:
                 f"Checkpoint {path} is damaged: {file} has {size} bytes, its manifest records {expected['size']} "
                 "(truncated or replaced)."
             )
-        if _sha256(file) != expected["sha256"]:
+        if sha256_file(file) != expected["sha256"]:
             raise ValueError(f"Checkpoint {path} is damaged: {file} does not match its checksum in {MANIFEST_NAME}.")
     if TRAINING_STATE_NAME not in files:
         raise ValueError(f"Checkpoint {path} is incomplete: its manifest lists no {TRAINING_STATE_NAME}.")

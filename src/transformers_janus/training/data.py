@@ -36,6 +36,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers.utils import logging
 
+from ..utils import sha256_file
+
 
 logger = logging.get_logger(__name__)
 
@@ -203,11 +205,6 @@ def sample_generator(seed: int, *indices: int) -> torch.Generator:
 # VQ code cache
 
 
-def _sha256_file(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 class VQCodeCache:
     """
     VQ codes of generation images, computed once with the frozen VQ model and kept on disk as one safetensors file
@@ -252,7 +249,7 @@ class VQCodeCache:
         return digest.hexdigest()
 
     def path_for(self, image_path: str) -> Path:
-        return self.cache_dir / f"{_sha256_file(image_path)}.safetensors"
+        return self.cache_dir / f"{sha256_file(image_path)}.safetensors"
 
     def get(self, image_path: str) -> torch.LongTensor:
         """The image's codes, `[num_image_tokens]` (row-major over the VQ grid)."""
