@@ -22,6 +22,7 @@ from transformers_janus.shapes.evaluation import (
     evaluate_shapes,
     evaluate_vqa,
     format_report,
+    image_reliance,
 )
 
 
@@ -247,6 +248,28 @@ def test_vqa_with_the_model_is_batch_independent(pipeline, vqa_records, data_dir
     assert [p.prediction for p in one.predictions] == [p.prediction for p in six.predictions]
     assert one.scores == six.scores
     assert [p.answer for p in six.predictions] == [r["answer"] for r in records]
+
+
+def test_image_reliance_is_zero_exactly_when_the_image_cannot_reach_the_answer(pipeline, vqa_records, data_dir):
+    """The check that caught a blind understanding path: answers scored with their own image and with another's."""
+    import copy
+
+    import torch
+
+    model, processor = pipeline.model, pipeline.processor
+    seeing = image_reliance(model, processor, vqa_records, image_root=data_dir)
+    assert seeing["questions"] == 3  # one question per distinct image
+    assert seeing["gap"] == round(seeing["answer_loss_other_image"] - seeing["answer_loss"], 4)
+    assert seeing["answer_loss"] != seeing["answer_loss_other_image"]  # a random model still sees its input
+    blind = copy.deepcopy(model)
+    with torch.no_grad():  # every image embeds to the adaptor's output for zero features: a constant
+        for parameter in blind.model.vision_model.parameters():
+            parameter.zero_()
+    result = image_reliance(blind, processor, vqa_records, image_root=data_dir)
+    assert result["gap"] == 0 and result["answer_loss"] == result["answer_loss_other_image"]
+    with pytest.raises(ValueError, match="at least 2 distinct images"):
+        image_reliance(model, processor, [r for r in vqa_records if r["images"] == vqa_records[0]["images"]],
+                       image_root=data_dir)
 
 
 # --- Checkpoint folder and CLI ------------------------------------------------------------------------------------

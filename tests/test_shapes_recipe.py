@@ -51,6 +51,13 @@ def test_recipe_runs_every_part_in_order(smoke_run):
     assert resolved == {resolve_mixed_precision("auto")}
     assert {record["part"] for record in log if "mixed_precision" in record} == {
         "components/vision", "llm", "stage1", "stage2", "stage3"}
+    # The understanding path's checks: SigLIP's feature spread, and after each stage with understanding data the
+    # answer loss with each question's own image against another's.
+    vision = next(record for record in log if record["part"] == "components/vision")
+    assert set(vision["feature_spread"]) == {"token_norm", "mean_norm", "across_image_std"}
+    for record in log:
+        if record["part"] in ("stage1", "stage2", "stage3"):
+            assert record["image_reliance"]["questions"] == 4, record  # the smoke data's 4 evaluation images
 
 
 def test_auto_mixed_precision_is_bf16_only_where_the_cpu_has_bf16_kernels():

@@ -183,7 +183,7 @@ class Recipe:
         from transformers import SiglipVisionConfig, SiglipVisionModel
 
         from transformers_janus.shapes.assembly import VISION_CONFIG
-        from transformers_janus.shapes.vision_encoder import pretrain_vision_encoder
+        from transformers_janus.shapes.vision_encoder import feature_spread, pretrain_vision_encoder
 
         torch.manual_seed(self.args.seed)
         config = SiglipVisionConfig(**VISION_CONFIG, hidden_act="gelu", layer_norm_eps=1e-6, vision_use_head=False)
@@ -195,11 +195,12 @@ class Recipe:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
 
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16"):
-                pretrain_vision_encoder(vision, self.args.vision_steps, batch_size=self.args.vision_batch_size,
-                                        seed=self.args.seed, log=write)
+            pretrain_vision_encoder(vision, self.args.vision_steps, batch_size=self.args.vision_batch_size,
+                                    seed=self.args.seed, log=write,
+                                    autocast_dtype=torch.bfloat16 if self.mixed_precision == "bf16" else None)
         vision.save_pretrained(staging)
-        return {"patch_accuracy": final.get("patch_accuracy"), "mixed_precision": self.mixed_precision}
+        return {"patch_accuracy": final.get("patch_accuracy"), "mixed_precision": self.mixed_precision,
+                "feature_spread": feature_spread(vision, seed=self.args.seed + 1)}
 
     def init(self, staging):
         import json
@@ -237,9 +238,26 @@ class Recipe:
             if steps is not None:
                 command += ["--max_steps", str(steps)]
             subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-            return {"max_steps": steps, "mixed_precision": self.mixed_precision}
+            details = {"max_steps": steps, "mixed_precision": self.mixed_precision}
+            if "understanding" in data:
+                details["image_reliance"] = self.image_reliance(staging)
+            return details
 
         self.part(name, run)
+
+    def image_reliance(self, model_dir) -> dict | None:
+        """Answer loss with the right images against another question's (a blind understanding path shows no gap)."""
+        import json
+
+        from transformers_janus import JanusProForConditionalGeneration, JanusProProcessor
+        from transformers_janus.shapes.evaluation import image_reliance
+
+        questions = self.root / "data" / "eval_vqa.jsonl"
+        if not questions.exists():
+            return None
+        records = [json.loads(line) for line in questions.read_text().splitlines()]
+        model = JanusProForConditionalGeneration.from_pretrained(model_dir).eval()
+        return image_reliance(model, JanusProProcessor.from_pretrained(model_dir), records, image_root=questions.parent)
 
     def evaluate(self, staging):
         import json

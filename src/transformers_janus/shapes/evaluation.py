@@ -276,6 +276,24 @@ def _question_text(messages: list[dict]) -> str:
     return content.replace("<image_placeholder>", "").strip()
 
 
+def _image_loader(image_root: str | os.PathLike | None) -> Callable[[object], Image.Image]:
+    """A loader of record images (paths relative to `image_root`, or PIL images) as RGB, each file read once."""
+    root = Path(image_root) if image_root is not None else None
+    cache: dict[str, Image.Image] = {}
+
+    def load(image) -> Image.Image:
+        if isinstance(image, Image.Image):
+            return image
+        path = Path(image) if root is None or Path(image).is_absolute() else root / image
+        key = str(path)
+        if key not in cache:
+            with Image.open(path) as opened:
+                cache[key] = opened.convert("RGB")
+        return cache[key]
+
+    return load
+
+
 def evaluate_vqa(
     model,
     processor,
@@ -303,19 +321,7 @@ def evaluate_vqa(
 
     _check_batch_size(batch_size)
     start = time.perf_counter()
-    root = Path(image_root) if image_root is not None else None
-    cache: dict[str, Image.Image] = {}
-
-    def load(image) -> Image.Image:
-        if isinstance(image, Image.Image):
-            return image
-        path = Path(image) if root is None or Path(image).is_absolute() else root / image
-        key = str(path)
-        if key not in cache:
-            with Image.open(path) as opened:
-                cache[key] = opened.convert("RGB")
-        return cache[key]
-
+    load = _image_loader(image_root)
     prepared = []
     for record in records:
         messages, answer = _split_record(record)
@@ -360,6 +366,56 @@ def evaluate_vqa(
 
 
 # --- Both, from a checkpoint folder -------------------------------------------------------------------------------
+
+
+def image_reliance(model, processor, records: Sequence[dict], image_root: str | os.PathLike | None = None,
+                   max_images: int = 64) -> dict:
+    """
+    Whether the model's answers depend on the image: the mean answer loss (nats per token of the reference answer
+    and the end of its turn, teacher-forced) with each question's own image against the same questions asked of
+    another question's image. A blind understanding path gives `gap` ~ 0 while its answers still beat chance.
+
+    One question per distinct image is used (the first `max_images` images of `records`, in order); "another
+    image" is the next one of them, cyclically, so every question is paired with a different image.
+    Returns `{"answer_loss", "answer_loss_other_image", "gap", "questions"}`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    load = _image_loader(image_root)
+    chosen, seen = [], set()
+    for record in records:
+        images = record.get("images") or []
+        if len(images) != 1:
+            continue
+        key = id(images[0]) if isinstance(images[0], Image.Image) else str(images[0])
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(record)
+        if len(chosen) == max_images:
+            break
+    if len(chosen) < 2:
+        raise ValueError(f"image_reliance needs questions about at least 2 distinct images; got {len(chosen)}.")
+
+    def answer_loss(record: dict, image: Image.Image) -> float:
+        messages, answer = _split_record(record)
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+        full = processor.apply_chat_template([*messages, {"role": "assistant", "content": answer}])
+        prompt_length = processor(text=[prompt], images=[[image]], return_tensors="pt")["input_ids"].shape[1]
+        inputs = processor(text=[full], images=[[image]], return_tensors="pt")
+        inputs = {name: value.to(model.device) for name, value in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        with torch.inference_mode():
+            logits = model(**inputs).logits[0, prompt_length - 1 : -1].float()
+        return F.cross_entropy(logits, inputs["input_ids"][0, prompt_length:]).item()
+
+    images = [load(record["images"][0]) for record in chosen]
+    own = [answer_loss(record, image) for record, image in zip(chosen, images)]
+    other = [answer_loss(record, image) for record, image in zip(chosen, images[1:] + images[:1])]
+    own_mean, other_mean = sum(own) / len(own), sum(other) / len(other)
+    return {"answer_loss": round(own_mean, 4), "answer_loss_other_image": round(other_mean, 4),
+            "gap": round(other_mean - own_mean, 4), "questions": len(chosen)}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -642,6 +698,6 @@ def write_result(result: dict, path: str | os.PathLike) -> Path:
 
 __all__ = [
     "GenerationEvaluation", "VQAEvaluation", "VQAPrediction", "evaluate_generation", "evaluate_vqa",
-    "evaluate_shapes", "eval_data_files", "evaluation_sample", "format_report", "load_shapes_pipeline",
+    "evaluate_shapes", "eval_data_files", "evaluation_sample", "format_report", "image_reliance", "load_shapes_pipeline",
     "rerun_evaluation_sample", "sample_agrees", "write_evaluation_sample", "write_result",
 ]
