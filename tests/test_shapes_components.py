@@ -99,6 +99,24 @@ def test_reconstruction_accuracy_reads_perfect_and_broken_autoencoders(monkeypat
     assert autoencoder.reconstruction_accuracy(vq, 40, seed=0) == 0.0
 
 
+def test_vq_refinement_trains_only_under_the_bar_and_at_most_its_rounds(monkeypatch):
+    import transformers_janus.shapes.autoencoder as autoencoder
+
+    vq = tiny_vq()
+    before = {name: value.clone() for name, value in vq.state_dict().items()}
+    monkeypatch.setattr(autoencoder, "reconstruct", lambda vq, images: images)  # reads every scene right
+    assert autoencoder.refine_vq_autoencoder(vq, 0.98, steps=2, check_scenes=10) == [1.0]
+    assert all(torch.equal(before[name], value) for name, value in vq.state_dict().items())  # not trained
+    monkeypatch.setattr(autoencoder, "reconstruct", lambda vq, images: torch.ones_like(images))  # reads none
+    records = []
+    checks = autoencoder.refine_vq_autoencoder(vq, 0.98, steps=2, max_rounds=2, check_scenes=10, batch_size=4,
+                                               log=records.append, step_offset=100)
+    assert checks == [0.0, 0.0, 0.0]
+    assert [(record["step"], record["round"], record["full_images"]) for record in records] == [
+        (101, 1, True), (102, 1, True), (103, 2, True), (104, 2, True)]
+    assert not all(torch.equal(before[name], value) for name, value in vq.state_dict().items())
+
+
 def test_vq_training_images_hold_no_held_out_pair():
     from transformers_janus.shapes.autoencoder import scene_batch
     from transformers_janus.shapes.world import HELD_OUT_PAIRS

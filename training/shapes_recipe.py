@@ -69,6 +69,11 @@ class RecipeArguments:
     vq_steps: int = field(default=1000, metadata={"help": "VQ autoencoder steps."})
     vq_batch_size: int = field(default=32, metadata={"help": "VQ autoencoder batch (crops)."})
     vq_eval_scenes: int = field(default=500, metadata={"help": "Unseen scenes the VQ's reconstructions are scored on."})
+    vq_min_accuracy: float = field(default=0.0, metadata={
+        "help": "Bar on the VQ: share of 200 check scenes the detector reads right in its reconstructions; below it "
+                "the VQ trains on in rounds of vq_extra_steps whole-image steps, and the recipe stops if still below."})
+    vq_extra_steps: int = field(default=300, metadata={"help": "Whole-image VQ steps per round under the bar."})
+    vq_extra_rounds: int = field(default=3, metadata={"help": "Most rounds of vq_extra_steps."})
     vision_steps: int = field(default=300, metadata={"help": "SigLIP pretraining steps."})
     vision_batch_size: int = field(default=32, metadata={"help": "SigLIP pretraining batch."})
     text_config: str | None = field(default=None, metadata={"help": "JSON overrides of the Llama config."})
@@ -159,19 +164,35 @@ class Recipe:
 
         from transformers_janus import JanusProVQConfig
         from transformers_janus.shapes.assembly import VQ_CONFIG
-        from transformers_janus.shapes.autoencoder import reconstruction_accuracy, train_vq_autoencoder
+        from transformers_janus.shapes.autoencoder import (
+            reconstruction_accuracy,
+            refine_vq_autoencoder,
+            train_vq_autoencoder,
+        )
 
-        torch.manual_seed(self.args.seed)
+        a = self.args
+        torch.manual_seed(a.seed)
         vq = VQModel(**JanusProVQConfig(**VQ_CONFIG).to_diffusers_kwargs())
         with open(staging / "train_log.jsonl", "w") as log:
-            train_vq_autoencoder(
-                vq, self.args.vq_steps, batch_size=self.args.vq_batch_size, seed=self.args.seed,
-                log=lambda record: (log.write(json.dumps(record) + "\n"), log.flush()),
+            def write(record):
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+
+            train_vq_autoencoder(vq, a.vq_steps, batch_size=a.vq_batch_size, seed=a.seed, log=write)
+            checks = refine_vq_autoencoder(vq, a.vq_min_accuracy, steps=a.vq_extra_steps, max_rounds=a.vq_extra_rounds,
+                                           batch_size=a.vq_batch_size, seed=a.seed, log=write, step_offset=a.vq_steps)
+        if checks[-1] < a.vq_min_accuracy:
+            raise RuntimeError(
+                f"The VQ autoencoder's reconstructions are read right for {checks[-1]:.3f} of the check scenes after "
+                f"{a.vq_steps} steps and {len(checks) - 1} rounds of {a.vq_extra_steps} more (checks: {checks}), under "
+                f"--vq_min_accuracy {a.vq_min_accuracy}: a generation-side VQ that cannot carry the scene caps every "
+                "score. Raise --vq_steps or --vq_extra_rounds (or lower the bar) and rerun: the parts before are kept."
             )
-        n = self.args.vq_eval_scenes
-        scores = {"detector_accuracy": reconstruction_accuracy(vq, n, seed=self.args.seed + 1),
+        n = a.vq_eval_scenes
+        scores = {"detector_accuracy": reconstruction_accuracy(vq, n, seed=a.seed + 1),
                   "detector_accuracy_held_out_pairs": reconstruction_accuracy(
-                      vq, max(1, 2 * n // 5), seed=self.args.seed + 2, held_out_only=True)}
+                      vq, max(1, 2 * n // 5), seed=a.seed + 2, held_out_only=True),
+                  "check_accuracies": checks, "steps": a.vq_steps + (len(checks) - 1) * a.vq_extra_steps}
         (staging / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
         vq.save_pretrained(staging)
         return scores

@@ -147,6 +147,43 @@ def reconstruct(vq, images: torch.Tensor) -> torch.Tensor:
     return vq.decode(vq.quantize.get_codebook_entry(codes, shape), force_not_quantize=True).sample
 
 
+def refine_vq_autoencoder(
+    vq,
+    min_accuracy: float,
+    steps: int = 300,
+    max_rounds: int = 3,
+    check_scenes: int = 200,
+    batch_size: int = 16,
+    learning_rate: float = 3e-4,
+    seed: int = 0,
+    log: Callable[[dict], None] | None = None,
+    step_offset: int = 0,
+) -> list[float]:
+    """
+    Train a trained `vq` further, on whole images at a low rate, until the detector reads at least `min_accuracy` of
+    `check_scenes` unseen scenes right: checked first, then after each round of `steps` steps, `max_rounds` rounds
+    at most. Returns the accuracies checked (the first before any round). The check scenes (`seed + 3`) are not the
+    ones the recipe reports (`seed + 1`, `seed + 2`). `log` gets `train_vq_autoencoder`'s records with `round` added
+    and `step` counted on from `step_offset` (the steps already trained).
+
+    Why: the same seed and steps reach 0.99 on one CPU and 0.85 on another (measured: AMD EPYC against Intel Xeon,
+    float32): rounding steers the codebook somewhere that blurs blue shapes into circles, and 300 whole-image steps
+    at 3e-4 bring it back (0.995).
+    """
+    accuracies = [reconstruction_accuracy(vq, check_scenes, seed=seed + 3)]
+    for round_index in range(max_rounds):
+        if accuracies[-1] >= min_accuracy:
+            break
+        offset = step_offset + round_index * steps
+        round_log = None if log is None else (
+            lambda record, offset=offset, round_index=round_index: log(
+                {**record, "step": record["step"] + offset, "round": round_index + 1}))
+        train_vq_autoencoder(vq, steps, batch_size=batch_size, crop_size=None, learning_rate=learning_rate,
+                             restart_every=0, seed=seed + 100 + round_index, log=round_log)
+        accuracies.append(reconstruction_accuracy(vq, check_scenes, seed=seed + 3))
+    return accuracies
+
+
 def _scene_matches(detections, scene) -> bool:
     truth = sorted((obj.shape, obj.colour) for obj in scene.objects)
     return sorted((d.shape, d.colour) for d in detections) == truth
@@ -180,5 +217,5 @@ def reconstruction_accuracy(vq, num_scenes: int = 500, seed: int = 1, batch_size
     return correct / total
 
 
-__all__ = ["normalize_codebook", "reconstruct", "reconstruction_accuracy", "scene_batch", "scene_pixels", "to_images",
-           "train_vq_autoencoder"]
+__all__ = ["normalize_codebook", "reconstruct", "reconstruction_accuracy", "refine_vq_autoencoder", "scene_batch",
+           "scene_pixels", "to_images", "train_vq_autoencoder"]
