@@ -7,12 +7,18 @@ registration runs as soon as transformers' Auto modules are imported (see [`regi
 """
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 from .registration import install_auto_registration, register_auto_classes
 
 
 __version__ = "0.1.0"
+
+# The model a fresh install runs with no network: a Janus-Pro trained from scratch on the shapes world
+# (`training/shapes_recipe.py`, docs/shapes.md), shipped as package data. A local folder, so
+# `JanusProImagePipeline.from_pretrained(DEFAULT_MODEL)` and `AutoModel...from_pretrained(DEFAULT_MODEL)` work offline.
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "janus-pro-shapes")
 
 # Each public name, by the submodule that defines it. Only the top-level names: submodules import as usual.
 _import_structure = {
@@ -23,7 +29,7 @@ _import_structure = {
     "pipeline_janus_pro": ["JanusProImagePipeline"],
 }
 
-__all__ = [name for names in _import_structure.values() for name in names] + ["register_auto_classes"]
+__all__ = [name for names in _import_structure.values() for name in names] + ["DEFAULT_MODEL", "register_auto_classes"]
 
 if TYPE_CHECKING:
     from .configuration_janus_pro import JanusProConfig, JanusProVQConfig

@@ -7,11 +7,12 @@ scores a shapes-world model GenEval-style and on VQA (docs/shapes.md).
 import argparse
 import sys
 
+from . import DEFAULT_MODEL
 
-DEFAULT_MODEL = "deepseek-ai/Janus-Pro-1B"
-# `eval-shapes --model`'s default: None makes `--model` required. The one place to set it (e.g. to
-# `transformers_janus.DEFAULT_MODEL`, a shapes-world checkpoint, once the package has one).
-EVAL_SHAPES_DEFAULT_MODEL = None
+
+# `eval-shapes --model`'s default: the shipped shapes-world model (None would make `--model` required).
+EVAL_SHAPES_DEFAULT_MODEL = DEFAULT_MODEL
+SHIPPED = "the shipped shapes-world model, transformers_janus.DEFAULT_MODEL"
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -355,7 +356,7 @@ def make_parser() -> argparse.ArgumentParser:
     chat_parser.add_argument("question", help="The question about the image.")
     chat_parser.add_argument("--image", required=True, help="Path of the image file.")
     chat_parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"Model directory (DeepSeek's format or ours) or hub id (default {DEFAULT_MODEL})."
+        "--model", default=DEFAULT_MODEL, help="Model directory (DeepSeek's format or ours) or hub id (default: " + SHIPPED + ")."
     )
     chat_parser.add_argument("--max-new-tokens", type=int, default=256, help="Longest answer, in tokens (default 256).")
     add_device_arguments(chat_parser)
@@ -364,7 +365,7 @@ def make_parser() -> argparse.ArgumentParser:
     generate_parser = subparsers.add_parser("generate", help="Make images from a text prompt.")
     generate_parser.add_argument("prompt", help="What the image should show.")
     generate_parser.add_argument("-o", "--output", required=True, help="Output file (.png, ...); -0, -1, ... are added for several images.")
-    generate_parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Model directory or hub id (default {DEFAULT_MODEL}).")
+    generate_parser.add_argument("--model", default=DEFAULT_MODEL, help="Model directory or hub id (default: " + SHIPPED + ").")
     generate_parser.add_argument("--num-images", type=int, default=1, help="Images to make (default 1).")
     generate_parser.add_argument("--seed", type=int, default=0, help="Seed of the first image; image i uses seed + i (default 0).")
     generate_parser.add_argument("--guidance-scale", type=float, default=5.0, help="Classifier-free guidance weight (default 5).")
@@ -388,7 +389,7 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument(
         "--model", required=EVAL_SHAPES_DEFAULT_MODEL is None, default=EVAL_SHAPES_DEFAULT_MODEL,
         help="Checkpoint directory or hub id of the shapes model"
-        + (f" (default {EVAL_SHAPES_DEFAULT_MODEL})." if EVAL_SHAPES_DEFAULT_MODEL else "."),
+        + (" (default: " + SHIPPED + ")." if EVAL_SHAPES_DEFAULT_MODEL == DEFAULT_MODEL else "."),
     )
     eval_parser.add_argument(
         "--data", required=True,

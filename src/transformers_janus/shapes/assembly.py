@@ -119,18 +119,20 @@ questions about coloured circles, squares and triangles on 128 x 128 canvases, a
 recipe and its wall time are in the package's `docs/shapes.md`; `evaluation_sample.json` holds a slice of its
 evaluation that `transformers_janus.shapes.evaluation.rerun_evaluation_sample` recomputes.
 
-It is made to ship inside `transformers-janus` and needs that package installed: this folder holds no code copies.
+It ships inside `transformers-janus` as `transformers_janus.DEFAULT_MODEL` (what `janus-pro generate` and
+`janus-pro chat` run when no `--model` is given) and needs that package installed: this folder holds no code copies.
+A folder the recipe exported loads the same way from its own path.
 
 ```python
-from transformers_janus import JanusProImagePipeline
+from transformers_janus import DEFAULT_MODEL, JanusProImagePipeline
 
-pipe = JanusProImagePipeline.from_pretrained("runs/shapes/export")
+pipe = JanusProImagePipeline.from_pretrained(DEFAULT_MODEL)
 image = pipe("a photo of a red circle and a green square").images[0]
 ```
 
 ```bash
-janus-pro generate "a photo of two triangles" -o shapes.png --model runs/shapes/export
-janus-pro chat --image shapes.png "How many triangles are there?" --model runs/shapes/export
+janus-pro generate "a photo of two triangles" -o shapes.png
+janus-pro chat --image shapes.png "How many triangles are there?"
 ```
 """
 
