@@ -35,6 +35,8 @@ IMPLEMENTATIONS = (
     "ours_static",
     "ours_fast",
     "ours_prepacked",
+    "ours_jacobi",
+    "ours_jacobi_fast",
     "pipeline",
     "pipeline_prepacked",
     "builtin",
@@ -75,13 +77,18 @@ class BenchmarkArguments:
         batch_sizes: Images per prompt.
         implementations: Which of `ours` (`generate_images`, dynamic cache), `ours_static` (static cache),
             `ours_fast` (`fast_decoding=True`), `ours_prepacked` (`prepack_weights=True`; dropped where oneDNN cannot
-            run it: off CPU, or bfloat16 on CPUs without bfloat16 instructions), `pipeline` (`JanusProImagePipeline` end to end:
+            run it: off CPU, or bfloat16 on CPUs without bfloat16 instructions), `ours_jacobi` (`decoding="jacobi"`),
+            `ours_jacobi_fast` (`decoding="jacobi"` with `fast_decoding=True`), `pipeline` (`JanusProImagePipeline` end to end:
             prompt, tokens, VQ decode, PIL images), `pipeline_prepacked`, `builtin` (transformers' Janus) and
             `reference` (DeepSeek's loop) to run.
         repeats: Timed runs per measurement; the fastest counts.
         num_threads: CPU threads for torch (default: torch's choice).
         check_greedy: Run every implementation greedily once per dtype (this is also the warm-up) and compare tokens.
-        hidden_size, intermediate_size, num_hidden_layers, num_attention_heads: The language model.
+        model: `random` (random weights of the shape below) or a checkpoint directory, e.g. `shapes`
+            (`transformers_janus.DEFAULT_MODEL`, the trained shapes model: drafts are only accepted as often as a
+            trained model's predictions allow, so Jacobi decoding is measured there).
+        jacobi_window: Positions per pass of the Jacobi implementations.
+        hidden_size, intermediate_size, num_hidden_layers, num_attention_heads: The random language model.
         image_size: Image side; the image has `(image_size // 16) ** 2` tokens (24 x 24 = 576 at 384).
         vq_block_out_channels, vq_latent_channels, codebook_size: The VQ tokenizer (16x down with 5 levels).
         prompt: The text of every image.
@@ -100,6 +107,8 @@ class BenchmarkArguments:
     repeats: int = field(default=1, metadata={"help": "Timed runs per measurement; the fastest counts."})
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch."})
     check_greedy: bool = field(default=True, metadata={"help": "Compare greedy tokens (also the warm-up)."})
+    model: str = field(default="random", metadata={"help": "`random`, `shapes` (the shipped model) or a checkpoint."})
+    jacobi_window: int = field(default=16, metadata={"help": "Positions per pass with decoding='jacobi'."})
     hidden_size: int = field(default=512, metadata={"help": "Language model width."})
     intermediate_size: int = field(default=1376, metadata={"help": "Language model MLP width."})
     num_hidden_layers: int = field(default=8, metadata={"help": "Language model layers."})
@@ -129,6 +138,8 @@ class BenchmarkArguments:
         unknown = sorted(set(self.implementations) - set(IMPLEMENTATIONS))
         if unknown:
             raise ValueError(f"Unknown `implementations` {unknown}; choose from {list(IMPLEMENTATIONS)}.")
+        if self.model == "shapes" and self.prompt == BenchmarkArguments.prompt:
+            self.prompt = "a photo of a red square and a green circle"
         if self.image_size % 16:
             raise ValueError(f"`image_size` must be a multiple of 16 (the VQ downsampling), got {self.image_size}.")
 
@@ -208,6 +219,17 @@ def build_model(args: BenchmarkArguments, tokenizer):
     return model.to(args.device)
 
 
+def load_pipeline(args: BenchmarkArguments):
+    """A trained checkpoint's pipeline (`shapes`: the shipped model), float32, on the benchmark's device."""
+    from transformers_janus import DEFAULT_MODEL, JanusProImagePipeline
+
+    path = DEFAULT_MODEL if args.model == "shapes" else args.model
+    pipe = JanusProImagePipeline.from_pretrained(path, dtype=torch.float32)
+    pipe.model.eval().to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def build_pipeline(model, tokenizer):
     from transformers_janus import JanusProImagePipeline, JanusProImageProcessor, JanusProProcessor
 
@@ -234,29 +256,42 @@ class Contestants:
     args: BenchmarkArguments
 
 
-def run_implementation(name: str, contestants: Contestants, batch_size: int, greedy: bool) -> torch.Tensor:
-    """Make `batch_size` images of the prompt with one implementation; returns its image tokens."""
+@dataclass
+class Run:
+    """What one call made: its image tokens (None for the pipeline's PIL images) and its language-model passes."""
+
+    tokens: torch.Tensor | None
+    forward_passes: int
+    draft_acceptance_rate: float | None = None
+
+
+def run_implementation(name: str, contestants: Contestants, batch_size: int, greedy: bool) -> Run:
+    """Make `batch_size` images of the prompt with one implementation."""
     args, model = contestants.args, contestants.model
     device = contestants.input_ids.device
     rows = contestants.input_ids[None].repeat(batch_size, 1)
     sampling = {"top_k": 1} if greedy else {"temperature": args.temperature}
     generators = [torch.Generator(device=device).manual_seed(args.seed + row) for row in range(batch_size)]
     prepack = {"prepack_weights": name.endswith("_prepacked")}
+    num_tokens = model.config.num_image_tokens
     if name.startswith("ours"):
         output = model.generate_images(
             rows,
             guidance_scale=args.guidance_scale,
             generator=generators,
             cache_implementation="static" if name == "ours_static" else "dynamic",
-            fast_decoding=name == "ours_fast",
+            fast_decoding=name in ("ours_fast", "ours_jacobi_fast"),
+            decoding="jacobi" if name.startswith("ours_jacobi") else "sequential",
+            jacobi_window=args.jacobi_window,
             **sampling,
             **prepack,
         )
-        return output.image_tokens
+        return Run(output.image_tokens, output.num_forward_passes, output.draft_acceptance_rate)
     if name.startswith("pipeline"):
         pipe = contestants.pipeline
         if greedy:
-            return pipe(args.prompt, num_images_per_prompt=batch_size, top_k=1, output_type="latent", **prepack).images
+            tokens = pipe(args.prompt, num_images_per_prompt=batch_size, top_k=1, output_type="latent", **prepack).images
+            return Run(tokens, num_tokens)
         images = pipe(
             args.prompt,
             num_images_per_prompt=batch_size,
@@ -267,10 +302,10 @@ def run_implementation(name: str, contestants: Contestants, batch_size: int, gre
         ).images
         if len(images) != batch_size:
             raise RuntimeError(f"The pipeline made {len(images)} images, expected {batch_size}.")
-        return None
+        return Run(None, num_tokens)
     if name == "builtin":
         torch.manual_seed(args.seed)
-        return contestants.builtin.generate(
+        tokens = contestants.builtin.generate(
             input_ids=rows,
             attention_mask=torch.ones_like(rows),
             generation_mode="image",
@@ -278,8 +313,9 @@ def run_implementation(name: str, contestants: Contestants, batch_size: int, gre
             guidance_scale=args.guidance_scale,
             temperature=args.temperature,
         )
+        return Run(tokens, num_tokens)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    return reference_generate(
+    tokens = reference_generate(
         model,
         contestants.input_ids,
         batch_size,
@@ -288,6 +324,7 @@ def run_implementation(name: str, contestants: Contestants, batch_size: int, gre
         greedy=greedy,
         generator=generator,
     )
+    return Run(tokens, num_tokens)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -350,6 +387,9 @@ class Measurement:
     peak_memory_mib: float | None
     extra_memory_per_image_mib: float | None
     memory_kind: str
+    forward_passes: int
+    tokens_per_pass: float
+    draft_acceptance_rate: float | None
 
 
 def measure(name: str, contestants: Contestants, batch_size: int, dtype: str) -> Measurement:
@@ -361,7 +401,7 @@ def measure(name: str, contestants: Contestants, batch_size: int, dtype: str) ->
         before, resettable = reset_peak_memory(device)
         synchronize(device)
         start = time.perf_counter()
-        run_implementation(name, contestants, batch_size, greedy=False)
+        run = run_implementation(name, contestants, batch_size, greedy=False)
         synchronize(device)
         best = min(best, time.perf_counter() - start)
         peak = peak_memory(device)
@@ -379,20 +419,28 @@ def measure(name: str, contestants: Contestants, batch_size: int, dtype: str) ->
         peak_memory_mib=peak,
         extra_memory_per_image_mib=extra,
         memory_kind="GPU allocated" if device.type == "cuda" else "RSS",
+        forward_passes=run.forward_passes,
+        tokens_per_pass=num_tokens / run.forward_passes,
+        draft_acceptance_rate=run.draft_acceptance_rate,
     )
 
 
 def required_matches(dtype: str, implementations: list[str]) -> list[tuple[str, str]]:
     """
     The (implementation, baseline) pairs whose greedy tokens must be identical. In float32 every implementation but
-    the prepacked ones computes bit for bit what the reference loop computes. In bfloat16 the reference loop and the
-    built-in combine the guidance in bfloat16 and we in float32, so only our own variants must agree with `ours`
-    (prepacked ones included: oneDNN's bfloat16 products are the default ones). The fast path must always give the
-    default path's tokens.
+    the prepacked ones computes bit for bit what the reference loop computes, and Jacobi decoding gives the same
+    greedy tokens (its passes round differently, far below the margins of a trained model's argmax). In bfloat16 the
+    reference loop and the built-in combine the guidance in bfloat16 and we in float32, so only our own variants must
+    agree with `ours` (prepacked ones included: oneDNN's bfloat16 products are the default ones; Jacobi passes are
+    reported, not required: bfloat16 rounding of a 16-position pass can flip a near tie). The fast path must always
+    give the default path's tokens.
     """
     ours_variants = ["ours_static", "ours_fast", "pipeline"]
     if dtype == "float32":
-        pairs = [(name, "reference") for name in ("ours", "ours_static", "ours_fast", "pipeline", "builtin")]
+        pairs = [
+            (name, "reference")
+            for name in ("ours", "ours_static", "ours_fast", "ours_jacobi", "ours_jacobi_fast", "pipeline", "builtin")
+        ]
     else:
         ours_variants += ["ours_prepacked", "pipeline_prepacked"]
         pairs = []
@@ -405,7 +453,7 @@ def check_greedy_tokens(contestants: Contestants, implementations: list[str], dt
     One greedy image from every implementation (the run doubles as the warm-up), compared with the reference loop's
     and with `ours`: equal tokens mean the implementations do the same work.
     """
-    tokens = {name: run_implementation(name, contestants, 1, greedy=True).long().cpu() for name in implementations}
+    tokens = {name: run_implementation(name, contestants, 1, greedy=True).tokens.long().cpu() for name in implementations}
     # Warm the VQ decoder up too (the pipeline's greedy run stops at the tokens), and time it
     device = contestants.input_ids.device
     start = time.perf_counter()
@@ -444,29 +492,33 @@ def describe_greedy_check(report: dict) -> str:
 
 def format_table(measurements: list[Measurement]) -> str:
     header = (
-        "| implementation | dtype | batch | s | s/image | image tokens/s | ms/step | peak MiB | +MiB/image |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| implementation | dtype | batch | s | s/image | image tokens/s | passes | tokens/pass | drafts kept | "
+        "peak MiB | +MiB/image |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [header]
     for item in measurements:
         peak = f"{item.peak_memory_mib:.0f}" if item.peak_memory_mib is not None else "n/a"
         extra = f"{item.extra_memory_per_image_mib:.1f}" if item.extra_memory_per_image_mib is not None else "n/a"
+        kept = f"{item.draft_acceptance_rate:.2f}" if item.draft_acceptance_rate is not None else "-"
         lines.append(
             f"| {item.implementation} | {item.dtype} | {item.batch_size} | {item.seconds:.2f} | "
-            f"{item.seconds_per_image:.2f} | {item.tokens_per_second:.1f} | {item.ms_per_step:.1f} | {peak} | {extra} |"
+            f"{item.seconds_per_image:.2f} | {item.tokens_per_second:.1f} | {item.forward_passes} | "
+            f"{item.tokens_per_pass:.2f} | {kept} | {peak} | {extra} |"
         )
     return "\n".join(lines)
 
 
 def ratios(measurements: list[Measurement]) -> list[dict]:
-    """Tokens/s of each of our implementations over the built-in's and the reference loop's, per dtype and batch."""
+    """Tokens/s of each of our implementations over our sequential path's, the built-in's and the reference loop's,
+    per dtype and batch."""
     speed = {(m.implementation, m.dtype, m.batch_size): m.tokens_per_second for m in measurements}
     rows = []
     for (name, dtype, batch_size), value in speed.items():
         if name in ("builtin", "reference"):
             continue
         row = {"implementation": name, "dtype": dtype, "batch_size": batch_size}
-        for baseline in ("builtin", "reference"):
+        for baseline in ("ours", "builtin", "reference"):
             other = speed.get((baseline, dtype, batch_size))
             row[f"over_{baseline}"] = value / other if other else None
         rows.append(row)
@@ -474,10 +526,14 @@ def ratios(measurements: list[Measurement]) -> list[dict]:
 
 
 def format_ratios(rows: list[dict]) -> str:
-    lines = ["| implementation | dtype | batch | ours / built-in | ours / reference |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "| implementation | dtype | batch | / ours (sequential) | / built-in | / reference |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for row in rows:
-        cells = [f"{row[key]:.2f}x" if row[key] is not None else "n/a" for key in ("over_builtin", "over_reference")]
-        lines.append(f"| {row['implementation']} | {row['dtype']} | {row['batch_size']} | {cells[0]} | {cells[1]} |")
+        keys = ("over_ours", "over_builtin", "over_reference")
+        cells = [f"{row[key]:.2f}x" if row[key] is not None else "n/a" for key in keys]
+        lines.append(f"| {row['implementation']} | {row['dtype']} | {row['batch_size']} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -504,7 +560,7 @@ def describe_machine(device: torch.device) -> str:
 def main(args: BenchmarkArguments) -> dict:
     import transformers
 
-    from transformers_janus.conversion import janus_pro_to_janus
+    from transformers_janus.conversion import JanusConversionError, janus_pro_to_janus
     from transformers_janus.fast_image_decoding import prepacking_unsupported_reason
 
     if args.num_threads is not None:
@@ -514,9 +570,13 @@ def main(args: BenchmarkArguments) -> dict:
     device = torch.device(args.device)
 
     # Build the model once, in float32; other dtypes are casts of the same weights
-    tokenizer = build_tokenizer()
-    model = build_model(args, tokenizer)
-    pipeline = build_pipeline(model, tokenizer)
+    if args.model == "random":
+        tokenizer = build_tokenizer()
+        model = build_model(args, tokenizer)
+        pipeline = build_pipeline(model, tokenizer)
+    else:
+        pipeline = load_pipeline(args)
+        model = pipeline.model
     input_ids = pipeline.encode_prompt([args.prompt], None, None, 1, device)["input_ids"][0]
     config = model.config
     logger.info(
@@ -537,9 +597,17 @@ def main(args: BenchmarkArguments) -> dict:
             implementations = [name for name in implementations if not name.endswith("_prepacked")]
             skipped[dtype] = f"prepacked implementations: {reason}"
             logger.info(f"[{dtype}] skipping the prepacked implementations: {reason}")
+        builtin = None
+        if "builtin" in implementations:
+            try:
+                builtin = janus_pro_to_janus(model).eval()
+            except JanusConversionError as error:  # e.g. the shapes model's VQ (16 norm groups; the built-in has 32)
+                implementations.remove("builtin")
+                skipped[dtype] = "; ".join(filter(None, [skipped.get(dtype), f"builtin: {error}"]))
+                logger.info(f"[{dtype}] skipping the built-in: {error}")
         contestants = Contestants(
             model=model,
-            builtin=janus_pro_to_janus(model).eval() if "builtin" in implementations else None,
+            builtin=builtin,
             pipeline=pipeline,
             input_ids=input_ids,
             args=args,

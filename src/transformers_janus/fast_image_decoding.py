@@ -27,6 +27,7 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.models.llama.modeling_llama import LlamaModel
 
+from .jacobi_image_decoding import causal_slot_mask
 from .utils import cpu_has_bf16_kernels
 
 
@@ -80,6 +81,17 @@ class JanusProInPlaceCacheLayer(DynamicLayer):
         self.keys = self.key_memory[..., :end, :]
         self.values = self.value_memory[..., :end, :]
         return self.keys, self.values
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Forget the last `-tokens_to_remove` positions (a negative count, as transformers' layers take it): the next
+        `update` writes over them (Jacobi decoding's rejected drafts)."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"`crop` takes a negative number of positions to remove, got {tokens_to_remove}.")
+        if tokens_to_remove == 0 or not self.is_initialized:
+            return
+        self.length -= min(-tokens_to_remove, self.length)
+        self.keys = self.key_memory[..., : self.length, :]
+        self.values = self.value_memory[..., : self.length, :]
 
     def reset(self) -> None:
         super().reset()
@@ -270,6 +282,40 @@ class JanusProFastImageDecoder:
                 use_cache=True,
             )
         return language_model.norm(hidden_states)[:, -1]
+
+    def decode_tokens(
+        self,
+        inputs_embeds: torch.Tensor,
+        cache: Cache,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor,
+        cache_length: int,
+    ) -> torch.Tensor:
+        """The hidden states `[rows, window, hidden]` of several tokens per row (Jacobi decoding's passes);
+        `attention_mask` `[rows, cache_length + window]` says which slots each row attends to (None: all)."""
+        language_model = self.decoder.model.language_model
+        if not self.direct:
+            return language_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state
+        rows, window = inputs_embeds.shape[:2]
+        mask = causal_slot_mask(attention_mask, rows, cache_length, window, inputs_embeds.device)
+        hidden_states = inputs_embeds
+        position_embeddings = language_model.rotary_emb(hidden_states, position_ids=position_ids)
+        for decoder_layer in language_model.layers[: language_model.config.num_hidden_layers]:
+            hidden_states = decoder_layer(
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+            )
+        return language_model.norm(hidden_states)
 
     def image_token_embeddings(self, image_tokens: torch.LongTensor) -> torch.Tensor:
         return self.decoder.get_image_token_embeddings(image_tokens)

@@ -28,6 +28,9 @@ from transformers.utils import ModelOutput
 from .utils import unconditional_input_ids
 
 
+JACOBI_WINDOW = 16
+
+
 @dataclass
 class JanusProImageGenerationOutput(ModelOutput):
     r"""
@@ -36,10 +39,18 @@ class JanusProImageGenerationOutput(ModelOutput):
         when a `step_callback` stopped the decoding early.
     logits (`torch.FloatTensor` of shape `(batch_size, num_image_tokens, codebook_size)`, *optional*):
         The guided logits of every step (before temperature and filtering), when `output_logits=True`.
+
+    num_forward_passes (`int`, *optional*):
+        Forward passes of the language model, the prompt's prefill included: `num_image_tokens` when decoding
+        sequentially, fewer with `decoding="jacobi"`.
+    draft_acceptance_rate (`float`, *optional*):
+        With `decoding="jacobi"`: the share of the verified drafts that were kept (over the batch).
     """
 
     image_tokens: torch.LongTensor | None = None
     logits: torch.FloatTensor | None = None
+    num_forward_passes: int | None = None
+    draft_acceptance_rate: float | None = None
 
 
 def left_pad_to(input_ids, attention_mask, length: int, pad_token_id: int):
@@ -104,6 +115,22 @@ def check_sampling_arguments(guidance_scale, temperature, top_k, top_p, cache_im
         raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {cache_implementation!r}.")
 
 
+def check_decoding_arguments(decoding: str, jacobi_window, cache_implementation: str) -> None:
+    """Refuse an unknown decoding, a window that cannot draft, and the static cache under Jacobi decoding."""
+    if decoding not in ("sequential", "jacobi"):
+        raise ValueError(f"`decoding` must be 'sequential' or 'jacobi', got {decoding!r}.")
+    if decoding == "jacobi":
+        if isinstance(jacobi_window, bool) or not isinstance(jacobi_window, int) or jacobi_window < 2:
+            raise ValueError(
+                f"`jacobi_window` must be an integer >= 2 (the last token and at least one draft), got {jacobi_window!r}."
+            )
+        if cache_implementation == "static":
+            raise ValueError(
+                "`decoding='jacobi'` cannot use `cache_implementation='static'`: the images of a batch keep different "
+                "numbers of drafts per pass, so the cache's length is not known up front. Use the dynamic cache."
+            )
+
+
 def guide(logits: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """Image-head logits in float32, the rows' halves combined as `uncond + scale * (cond - uncond)`."""
     logits = logits.float()
@@ -144,6 +171,24 @@ class JanusProImageDecoder:
         return self.model.model(
             inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True
         ).last_hidden_state[:, -1]
+
+    def decode_tokens(
+        self,
+        inputs_embeds: torch.Tensor,
+        cache: Cache,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor,
+        cache_length: int,
+    ) -> torch.Tensor:
+        """The hidden states `[rows, window, hidden]` of several tokens per row (Jacobi decoding's passes);
+        `attention_mask` `[rows, cache_length + window]` says which slots each row attends to (None: all)."""
+        return self.model.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state
 
 
 def apply_step_callback(result, tokens: torch.LongTensor, step: int) -> bool:
@@ -222,6 +267,8 @@ class JanusProImageGenerationMixin:
             "step_callback",
             "fast_decoding",
             "prepack_weights",
+            "decoding",
+            "jacobi_window",
         }
         unused = sorted(name for name, value in model_kwargs.items() if name not in allowed and value is not None)
         if unused:
@@ -282,6 +329,8 @@ class JanusProImageGenerationMixin:
         step_callback: Callable[[int, torch.LongTensor], dict | None] | None = None,
         fast_decoding: bool = False,
         prepack_weights: bool = False,
+        decoding: str = "sequential",
+        jacobi_window: int = JACOBI_WINDOW,
     ) -> JanusProImageGenerationOutput:
         r"""
         Generate `num_image_tokens` image tokens per prompt row.
@@ -327,6 +376,7 @@ class JanusProImageGenerationMixin:
         """
         config = self.config
         check_sampling_arguments(guidance_scale, temperature, top_k, top_p, cache_implementation)
+        check_decoding_arguments(decoding, jacobi_window, cache_implementation)
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(
                 f"`input_ids` must be (batch_size, seq_len) with seq_len > 0, got {list(input_ids.shape)}. Build "
@@ -379,8 +429,15 @@ class JanusProImageGenerationMixin:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         position_ids = positions[:, -1:] + 1  # advanced in place after every step
         uniforms, warpers = None, None
+        jacobi = decoding == "jacobi"
+        if jacobi:
+            from .jacobi_image_decoding import UNIFORM_STREAMS, jacobi_decode
         if top_k != 1:
-            uniforms = draw_uniforms(generator, batch_size, num_tokens, device).T.contiguous()  # [step, row]
+            if jacobi:  # per image and position: draw, accept, draft
+                uniforms = draw_uniforms(generator, batch_size, UNIFORM_STREAMS * num_tokens, device)
+                uniforms = uniforms.view(batch_size, UNIFORM_STREAMS, num_tokens)
+            else:
+                uniforms = draw_uniforms(generator, batch_size, num_tokens, device).T.contiguous()  # [step, row]
             warpers = image_logits_warpers(temperature, top_k, top_p)
 
         # 3. Prefill the prompts once
@@ -393,6 +450,29 @@ class JanusProImageGenerationMixin:
             use_cache=True,
         ).last_hidden_state[:, -1]
         logits = guide(decoder.image_logits(hidden_states), guidance_scale)
+
+        # 4a. Several tokens per pass, verified by the speculative sampling rule
+        if jacobi:
+            tokens, logits, num_passes, accepted, verified = jacobi_decode(
+                decoder,
+                cache,
+                logits,
+                num_tokens=num_tokens,
+                window=min(jacobi_window, num_tokens),
+                guidance_scale=guidance_scale,
+                warpers=warpers,
+                uniforms=uniforms,
+                image_positions=position_ids[:, 0],
+                slot_mask=mask.bool() if padded else None,
+                output_logits=output_logits,
+                step_callback=step_callback,
+            )
+            return JanusProImageGenerationOutput(
+                image_tokens=tokens,
+                logits=logits,
+                num_forward_passes=1 + num_passes,
+                draft_acceptance_rate=accepted / verified if verified else None,
+            )
 
         # 4. One token per step for every row
         tokens = input_ids.new_empty(batch_size, num_tokens)
@@ -420,4 +500,4 @@ class JanusProImageGenerationMixin:
             position_ids += 1
 
         logits = torch.stack(step_logits, 1) if output_logits else None
-        return JanusProImageGenerationOutput(image_tokens=tokens, logits=logits)
+        return JanusProImageGenerationOutput(image_tokens=tokens, logits=logits, num_forward_passes=tokens.shape[1])

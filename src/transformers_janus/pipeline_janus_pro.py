@@ -18,6 +18,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging, replace_example_docstring
 from transformers import PreTrainedModel, ProcessorMixin
 
+from .image_generation import JACOBI_WINDOW
 from .lora_loading import JanusProLoraLoaderMixin
 from .model_card import model_card_for, push_folder_with_card
 from .packaging import check_pipeline_can_be_saved, package_pipeline_directory
@@ -319,6 +320,8 @@ class JanusProImagePipeline(JanusProLoraLoaderMixin, DiffusionPipeline):
         unconditional_image: bool = False,
         cache_implementation: str = "dynamic",
         prepack_weights: bool = False,
+        decoding: str = "sequential",
+        jacobi_window: int = JACOBI_WINDOW,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict]
@@ -362,6 +365,12 @@ class JanusProImagePipeline(JanusProLoraLoaderMixin, DiffusionPipeline):
             prepack_weights (`bool`, *optional*, defaults to `False`):
                 CPU only: run the decoding steps on oneDNN with weights reordered once per call (faster at small batches,
                 costs a temporary copy of the language model's weights); see `generate_images`.
+            decoding (`str`, *optional*, defaults to `"sequential"`):
+                `"jacobi"` draws several image tokens per forward pass (speculative Jacobi decoding) from the same
+                distribution, greedy tokens unchanged; see `generate_images`. `callback_on_step_end` is then called
+                once per token when every image has drawn it, and cannot change tokens.
+            jacobi_window (`int`, *optional*, defaults to 16):
+                Positions per forward pass with `decoding="jacobi"`.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (floats in [0, 1], NHWC), `"pt"` (floats in [0, 1], NCHW) or `"latent"` (the image
                 tokens, `(num_images, num_image_tokens)`).
@@ -454,6 +463,8 @@ class JanusProImagePipeline(JanusProLoraLoaderMixin, DiffusionPipeline):
                 unconditional_image=unconditional_image,
                 cache_implementation=cache_implementation,
                 prepack_weights=prepack_weights,
+                decoding=decoding,
+                jacobi_window=jacobi_window,
                 step_callback=on_step,
             ).image_tokens
 
