@@ -140,3 +140,43 @@ def test_recipe_rerun_skips_finished_parts(smoke_run):
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count("done already, skipped") == len(PARTS)
     assert (output_dir / "stage3" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGKILL"])
+def test_stopping_the_recipe_stops_its_training_child(tmp_path, stop_signal):
+    """A recipe stopped mid-stage must not leave its train.py running (it would slow every later run on the cores)."""
+    import signal
+    import time
+
+    if stop_signal == "SIGKILL" and not sys.platform.startswith("linux"):
+        pytest.skip("the child learns of its parent's SIGKILL through Linux's PR_SET_PDEATHSIG")
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO / 'training')!r}); "
+         f"from shapes_recipe import run_child; run_child([sys.executable, '-c', {child!r}])"]
+    )
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    parent.send_signal(getattr(signal, stop_signal))
+    parent.wait(timeout=60)
+    for _ in range(200):  # the child is gone (or a zombie about to be reaped by init) within seconds
+        try:
+            with open(f"/proc/{child_pid}/stat") as handle:
+                if handle.read().split()[2] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        pytest.fail(f"the training child {child_pid} outlived the recipe stopped by {stop_signal}")
+
+
+def test_a_failing_training_child_fails_the_recipe_part():
+    from shapes_recipe import run_child
+
+    with pytest.raises(subprocess.CalledProcessError):
+        run_child([sys.executable, "-c", "raise SystemExit(3)"])

@@ -245,7 +245,6 @@ class Recipe:
     def train_stage(self, name: str, config: str, previous: str, steps: int | None, data: dict, extra=()):
         def run(staging):
             import os
-            import subprocess
             import sys
             from pathlib import Path
 
@@ -258,7 +257,7 @@ class Recipe:
                 command += [f"--{kind}_data", str(self.root / "data" / file)]
             if steps is not None:
                 command += ["--max_steps", str(steps)]
-            subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            run_child(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
             details = {"max_steps": steps, "mixed_precision": self.mixed_precision}
             if "understanding" in data:
                 details["image_reliance"] = self.image_reliance(staging)
@@ -356,6 +355,44 @@ class Recipe:
         total = sum(record["seconds"] for record in _read_jsonl(self.log_path))
         print(f"[recipe] done: the model is {self.root / 'stage3'}; parts logged took {total / 60:.1f} min in all",
               flush=True)
+
+
+def _die_with_parent():  # runs in the child before exec: Linux sends it SIGTERM when the recipe dies, even by SIGKILL
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
+
+
+def run_child(command: list[str], env: dict | None = None) -> None:
+    """
+    Run a stage's train.py and wait for it. Stopping the recipe stops the child too: SIGTERM or Ctrl-C terminates it
+    before the recipe exits, and on Linux the child also gets SIGTERM if the recipe is killed outright (two trainings
+    on the same cores slow each other down many times over). Raises `CalledProcessError` if the child fails.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    child = subprocess.Popen(command, env=env, preexec_fn=preexec)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        returncode = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    if returncode:
+        raise subprocess.CalledProcessError(returncode, command)
 
 
 def resolve_mixed_precision(mixed_precision: str) -> str:
