@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "training"))
-from shapes_recipe import resolve_mixed_precision  # noqa: E402
+from shapes_recipe import component_configs, resolve_mixed_precision  # noqa: E402
 
 PARTS = ["data", "components/tokenizer", "components/vq", "components/vision", "init", "llm", "stage1", "stage2",
          "stage3", "export", "eval", "report"]
@@ -180,3 +180,16 @@ def test_a_failing_training_child_fails_the_recipe_part():
 
     with pytest.raises(subprocess.CalledProcessError):
         run_child([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_component_overrides_must_keep_one_token_grid_for_both_encoders():
+    vq, vision = component_configs(None, None)
+    assert (vq["num_vq_embeddings"], vision["patch_size"]) == (512, 8)  # the shipped model's 16 x 16 grid
+    vq, vision = component_configs('{"block_out_channels": [16, 32, 64, 128, 128]}', '{"patch_size": 16}')
+    assert len(vq["block_out_channels"]) == 5 and vision["patch_size"] == 16 and vq["latent_channels"] == 64
+    with pytest.raises(ValueError, match=r"8x8 token grid .* 16x16 one \(patch 8\)"):
+        component_configs('{"block_out_channels": [16, 32, 64, 128, 128]}', None)
+    with pytest.raises(ValueError, match=r"--vq_config has unknown fields \['codebook'\]"):
+        component_configs('{"codebook": 1024}', None)
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        component_configs("[1, 2]", None)

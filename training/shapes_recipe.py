@@ -42,6 +42,10 @@ class RecipeArguments:
             Unseen scenes (and, 2/5 as many, scenes with a held-out pair) whose VQ reconstructions the detector reads.
         text_config (`str`, *optional*):
             JSON overrides of the small Llama's config (`transformers_janus.shapes.assembly.TEXT_CONFIG`).
+        vq_config / vision_config (`str`, *optional*):
+            JSON overrides of the VQ autoencoder's (`VQ_CONFIG`) and SigLIP's (`VISION_CONFIG`) configs, e.g. a 16x VQ
+            (`{"block_out_channels": [16, 32, 64, 128, 128]}`) with SigLIP `{"patch_size": 16}`: both encoders must
+            give the same token grid, checked before any part runs.
         llm_steps / stage1_steps / stage2_steps / stage3_steps (`int`, *optional*):
             Optimizer steps of the LLM's text pretraining and of each stage; the stage config's by default.
         stage_configs_dir (`str`, *optional*, defaults to `training/configs/shapes`):
@@ -77,6 +81,8 @@ class RecipeArguments:
     vision_steps: int = field(default=300, metadata={"help": "SigLIP pretraining steps."})
     vision_batch_size: int = field(default=32, metadata={"help": "SigLIP pretraining batch."})
     text_config: str | None = field(default=None, metadata={"help": "JSON overrides of the Llama config."})
+    vq_config: str | None = field(default=None, metadata={"help": "JSON overrides of the VQ config."})
+    vision_config: str | None = field(default=None, metadata={"help": "JSON overrides of the SigLIP config."})
     llm_steps: int | None = field(default=None, metadata={"help": "LLM text-pretraining steps (llm.yaml's)."})
     stage1_steps: int | None = field(default=None, metadata={"help": "Stage I steps (stage1.yaml's)."})
     stage2_steps: int | None = field(default=None, metadata={"help": "Stage II steps (stage2.yaml's)."})
@@ -100,6 +106,7 @@ class Recipe:
         self.root.mkdir(parents=True, exist_ok=True)
         self.log_path = self.root / "recipe_log.jsonl"
         self.mixed_precision = resolve_mixed_precision(args.mixed_precision)
+        self.vq_config, self.vision_config = component_configs(args.vq_config, args.vision_config)
 
     def log(self, record: dict) -> None:
         import json
@@ -163,7 +170,6 @@ class Recipe:
         from diffusers import VQModel
 
         from transformers_janus import JanusProVQConfig
-        from transformers_janus.shapes.assembly import VQ_CONFIG
         from transformers_janus.shapes.autoencoder import (
             reconstruction_accuracy,
             refine_vq_autoencoder,
@@ -172,7 +178,7 @@ class Recipe:
 
         a = self.args
         torch.manual_seed(a.seed)
-        vq = VQModel(**JanusProVQConfig(**VQ_CONFIG).to_diffusers_kwargs())
+        vq = VQModel(**JanusProVQConfig(**self.vq_config).to_diffusers_kwargs())
         with open(staging / "train_log.jsonl", "w") as log:
             def write(record):
                 log.write(json.dumps(record) + "\n")
@@ -203,11 +209,10 @@ class Recipe:
         import torch
         from transformers import SiglipVisionConfig, SiglipVisionModel
 
-        from transformers_janus.shapes.assembly import VISION_CONFIG
         from transformers_janus.shapes.vision_encoder import feature_spread, pretrain_vision_encoder
 
         torch.manual_seed(self.args.seed)
-        config = SiglipVisionConfig(**VISION_CONFIG, hidden_act="gelu", layer_norm_eps=1e-6, vision_use_head=False)
+        config = SiglipVisionConfig(**self.vision_config, hidden_act="gelu", layer_norm_eps=1e-6, vision_use_head=False)
         vision = SiglipVisionModel(config)
         final = {}
         with open(staging / "train_log.jsonl", "w") as log:
@@ -393,6 +398,35 @@ def run_child(command: list[str], env: dict | None = None) -> None:
                 child.wait()
     if returncode:
         raise subprocess.CalledProcessError(returncode, command)
+
+
+def component_configs(vq_overrides: str | None, vision_overrides: str | None) -> tuple[dict, dict]:
+    """The VQ and SigLIP configs with the recipe's JSON overrides; refuses, before any training, unknown fields and
+    encoders whose token grids differ (the model reads one grid for both)."""
+    import json
+
+    from transformers_janus.shapes.assembly import VISION_CONFIG, VQ_CONFIG
+
+    configs = []
+    for name, defaults, overrides in (("vq_config", VQ_CONFIG, vq_overrides), ("vision_config", VISION_CONFIG,
+                                                                             vision_overrides)):
+        values = json.loads(overrides) if overrides else {}
+        if not isinstance(values, dict):
+            raise ValueError(f"--{name} must be a JSON object, got {overrides!r}.")
+        unknown = sorted(set(values) - set(defaults))
+        if unknown:
+            raise ValueError(f"--{name} has unknown fields {unknown}; it overrides {sorted(defaults)}.")
+        configs.append({**defaults, **values})
+    vq, vision = configs
+    vq_grid = vision["image_size"] // 2 ** (len(vq["block_out_channels"]) - 1)
+    vision_grid = vision["image_size"] // vision["patch_size"]
+    if vq_grid != vision_grid:
+        raise ValueError(
+            f"The VQ gives a {vq_grid}x{vq_grid} token grid ({len(vq['block_out_channels'])} levels at "
+            f"{vision['image_size']} px) and SigLIP a {vision_grid}x{vision_grid} one (patch {vision['patch_size']}); "
+            "they must be equal: set --vision_config '{\"patch_size\": ...}' to the VQ's downsampling."
+        )
+    return vq, vision
 
 
 def resolve_mixed_precision(mixed_precision: str) -> str:
