@@ -263,25 +263,11 @@ class JanusProFastImageDecoder:
 
     def step(self, inputs_embeds: torch.Tensor, cache: Cache, length: int, position_ids: torch.LongTensor):
         """The last hidden states `[rows, hidden]` of one token per row, `inputs_embeds` `[rows, 1, hidden]`."""
-        language_model = self.decoder.model.language_model
         if not self.direct:
             mask = self.attention_mask[:, :length] if self.attention_mask is not None else None
-            return language_model(
-                inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True
-            ).last_hidden_state[:, -1]
+            return self.decode_tokens(inputs_embeds, cache, mask, position_ids, length - 1)[:, -1]
         mask = self.step_mask[..., :length] if self.step_mask is not None else None
-        hidden_states = inputs_embeds
-        position_embeddings = language_model.rotary_emb(hidden_states, position_ids=position_ids)
-        for decoder_layer in language_model.layers[: language_model.config.num_hidden_layers]:
-            hidden_states = decoder_layer(
-                hidden_states,
-                attention_mask=mask,
-                position_embeddings=position_embeddings,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
-            )
-        return language_model.norm(hidden_states)[:, -1]
+        return self.decoder_layers(inputs_embeds, mask, position_ids, cache)[:, -1]
 
     def decode_tokens(
         self,
@@ -293,9 +279,8 @@ class JanusProFastImageDecoder:
     ) -> torch.Tensor:
         """The hidden states `[rows, window, hidden]` of several tokens per row (Jacobi decoding's passes);
         `attention_mask` `[rows, cache_length + window]` says which slots each row attends to (None: all)."""
-        language_model = self.decoder.model.language_model
         if not self.direct:
-            return language_model(
+            return self.decoder.model.language_model(
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
@@ -304,7 +289,11 @@ class JanusProFastImageDecoder:
             ).last_hidden_state
         rows, window = inputs_embeds.shape[:2]
         mask = causal_slot_mask(attention_mask, rows, cache_length, window, inputs_embeds.device)
-        hidden_states = inputs_embeds
+        return self.decoder_layers(inputs_embeds, mask, position_ids, cache)
+
+    def decoder_layers(self, hidden_states: torch.Tensor, mask, position_ids: torch.LongTensor, cache: Cache):
+        """The language model's decoder layers called directly with SDPA's boolean `mask`, then its final norm."""
+        language_model = self.decoder.model.language_model
         position_embeddings = language_model.rotary_emb(hidden_states, position_ids=position_ids)
         for decoder_layer in language_model.layers[: language_model.config.num_hidden_layers]:
             hidden_states = decoder_layer(

@@ -168,9 +168,7 @@ class JanusProImageDecoder:
     def step(self, inputs_embeds: torch.Tensor, cache: Cache, length: int, position_ids: torch.LongTensor):
         """The last hidden states `[rows, hidden]` of one token per row, `inputs_embeds` `[rows, 1, hidden]`."""
         mask = self.attention_mask[:, :length] if self.attention_mask is not None else None
-        return self.model.model(
-            inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True
-        ).last_hidden_state[:, -1]
+        return self.decode_tokens(inputs_embeds, cache, mask, position_ids, length - 1)[:, -1]
 
     def decode_tokens(
         self,
@@ -191,10 +189,10 @@ class JanusProImageDecoder:
         ).last_hidden_state
 
 
-def apply_step_callback(result, tokens: torch.LongTensor, step: int) -> bool:
-    """Apply what a `step_callback` returned to `tokens[:, : step + 1]`; returns whether to stop after this step."""
+def read_step_callback_result(result, tokens: torch.LongTensor, step: int) -> tuple[torch.Tensor | None, bool]:
+    """Validate what a `step_callback` returned for `tokens[:, : step + 1]`: `(replacement tokens or None, stop)`."""
     if result is None:
-        return False
+        return None, False
     if not isinstance(result, dict):
         raise ValueError(f"`step_callback` must return None or a dict, got {type(result).__name__}.")
     unknown = sorted(set(result) - {"image_tokens", "stop"})
@@ -210,8 +208,16 @@ def apply_step_callback(result, tokens: torch.LongTensor, step: int) -> bool:
             )
         if replacement.dtype.is_floating_point or replacement.dtype.is_complex or replacement.dtype == torch.bool:
             raise ValueError(f"`step_callback` must return integer `image_tokens`, got {replacement.dtype}.")
-        tokens[:, : step + 1] = replacement.to(tokens.device)
-    return bool(result.get("stop", False))
+        replacement = replacement.to(tokens.device)
+    return replacement, bool(result.get("stop", False))
+
+
+def apply_step_callback(result, tokens: torch.LongTensor, step: int) -> bool:
+    """Apply what a `step_callback` returned to `tokens[:, : step + 1]`; returns whether to stop after this step."""
+    replacement, stop = read_step_callback_result(result, tokens, step)
+    if replacement is not None:
+        tokens[:, : step + 1] = replacement
+    return stop
 
 
 class JanusProImageGenerationMixin:

@@ -23,7 +23,7 @@ from that image's generator (draw, accept, draft), so a batch samples exactly as
 import torch
 from transformers.cache_utils import Cache
 
-from .image_generation import guide
+from .image_generation import guide, read_step_callback_result
 
 
 UNIFORM_STREAMS = 3  # per image and position: draw a token, accept a draft, draft a token
@@ -63,26 +63,13 @@ def causal_slot_mask(slot_mask: torch.Tensor | None, rows: int, cache_length: in
 def check_jacobi_callback_result(result, tokens: torch.LongTensor, step: int) -> bool:
     """What a `step_callback` returned under Jacobi decoding: `"stop"` is honoured; `"image_tokens"` may not change a
     token (later ones are already drafted and verified after it). Returns whether to stop."""
-    if result is None:
-        return False
-    if not isinstance(result, dict):
-        raise ValueError(f"`step_callback` must return None or a dict, got {type(result).__name__}.")
-    unknown = sorted(set(result) - {"image_tokens", "stop"})
-    if unknown:
-        raise ValueError(f"`step_callback` returned unknown keys {unknown}; it may return 'image_tokens' and 'stop'.")
-    replacement = result.get("image_tokens")
-    if replacement is not None:
-        current = tokens[:, : step + 1]
-        if not isinstance(replacement, torch.Tensor) or replacement.shape != current.shape:
-            raise ValueError(
-                f"`step_callback` must return `image_tokens` of shape {tuple(current.shape)} (the tokens so far)."
-            )
-        if not torch.equal(replacement.to(current.device), current):
-            raise ValueError(
-                "`step_callback` changed image tokens, which `decoding='jacobi'` cannot honour: it has already drafted "
-                "and verified the tokens after them. Use `decoding='sequential'` to edit tokens during decoding."
-            )
-    return bool(result.get("stop", False))
+    replacement, stop = read_step_callback_result(result, tokens, step)
+    if replacement is not None and not torch.equal(replacement, tokens[:, : step + 1]):
+        raise ValueError(
+            "`step_callback` changed image tokens, which `decoding='jacobi'` cannot honour: it has already drafted "
+            "and verified the tokens after them. Use `decoding='sequential'` to edit tokens during decoding."
+        )
+    return stop
 
 
 def jacobi_decode(
