@@ -117,6 +117,75 @@ def test_vq_refinement_trains_only_under_the_bar_and_at_most_its_rounds(monkeypa
     assert not all(torch.equal(before[name], value) for name, value in vq.state_dict().items())
 
 
+@pytest.fixture(scope="module")
+def trained_tiny_vq():
+    from transformers_janus.shapes.autoencoder import train_vq_autoencoder
+
+    return train_vq_autoencoder(tiny_vq(), 30, batch_size=4, crop_size=32, seed=0)
+
+
+def _codes(vq, scenes):
+    from transformers_janus.shapes.autoencoder import scene_pixels
+
+    with torch.no_grad():
+        latents = vq.encode(scene_pixels(scenes)).latents
+        return vq.quantize(latents)[2][2].view(len(scenes), -1).numpy()
+
+
+def test_token_object_mask_marks_the_patches_holding_an_object_pixel():
+    from transformers_janus.shapes.autoencoder import token_object_mask
+
+    scene = Scene(objects=(SceneObject("square", "red", 8, 16, 20),), background=(230, 230, 230))
+    mask = token_object_mask([scene], 128, 8).reshape(16, 16)
+    expected = np.zeros((16, 16), dtype=bool)
+    expected[2:5, 1:4] = True  # pixels 16..35 down, 8..27 across
+    assert np.array_equal(mask, expected)
+
+
+def test_merged_background_codes_give_background_tokens_one_code(trained_tiny_vq):
+    """Merging leaves the background one code (the lowest merged index, which both nearest-code searches pick),
+    on scenes it never saw, and leaves the encoder, the decoder and every unmerged code as they were."""
+    import copy
+
+    from transformers_janus.shapes.autoencoder import _quantize, merge_background_codes, scene_batch, token_object_mask
+
+    vq = copy.deepcopy(trained_tiny_vq)
+    before = {name: value.clone() for name, value in vq.state_dict().items()}
+    images, scenes = scene_batch(np.random.default_rng(11), 24, WorldSpec())
+    background = ~token_object_mask(scenes, 128, 8)
+    codes_before = _codes(vq, scenes)
+    merged = merge_background_codes(vq, num_scenes=100, seed=0)
+    codes_after = _codes(vq, scenes)
+    code = merged["background_code"]
+    assert merged["merged_codes"] > 1 and merged["background_tokens_merged"] > 0.5
+    weight = vq.quantize.embedding.weight
+    same = (weight - weight[code]).norm(dim=1) == 0
+    assert int(same.sum()) == merged["merged_codes"] and code == int(same.nonzero()[0])
+    torch.testing.assert_close(weight.norm(dim=1), torch.ones(len(weight)))
+    changed = [name for name in before if not torch.equal(before[name], vq.state_dict()[name])]
+    assert changed == ["quantize.embedding.weight"]
+    assert torch.equal(weight[~same], before["quantize.embedding.weight"][~same])
+    # Background tokens: spread over several codes before, mostly one code after; the codes it took are gone.
+    assert len(np.unique(codes_before[background])) > 2 * len(np.unique(codes_after[background]))
+    assert (codes_after[background] == code).mean() > 0.8 > (codes_before[background] == code).mean()
+    assert not np.isin(codes_after, same.nonzero().squeeze(1).numpy()[1:]).any()
+    with torch.no_grad():  # training's argmax agrees with inference's argmin on the tie
+        _, training_codes, _, _ = _quantize(vq, vq.encode(images).latents, 0.25)
+    assert np.array_equal(training_codes.view(len(scenes), -1).numpy(), codes_after)
+
+
+def test_decoder_only_refinement_keeps_every_code(trained_tiny_vq):
+    import copy
+
+    from transformers_janus.shapes.autoencoder import train_vq_autoencoder
+
+    vq = copy.deepcopy(trained_tiny_vq)
+    before = {name: value.clone() for name, value in vq.state_dict().items()}
+    train_vq_autoencoder(vq, 3, batch_size=2, crop_size=None, decoder_only=True)
+    changed = {name.split(".")[0] for name in before if not torch.equal(before[name], vq.state_dict()[name])}
+    assert changed == {"decoder", "post_quant_conv"}
+
+
 def test_vq_training_images_hold_no_held_out_pair():
     from transformers_janus.shapes.autoencoder import scene_batch
     from transformers_janus.shapes.world import HELD_OUT_PAIRS

@@ -100,6 +100,14 @@ def test_recipe_scores_and_components_are_reported(smoke_run):
     assert "overall" in scores["vqa"]["scores"]
     vq_scores = json.loads((output_dir / "components" / "vq" / "scores.json").read_text())
     assert 0.0 <= vq_scores["detector_accuracy"] <= 1.0
+    # The shipped VQ's background codes are merged: they share one vector, the lowest index of them.
+    merge = vq_scores["background_merge"]
+    from diffusers import VQModel
+
+    weight = VQModel.from_pretrained(output_dir / "components" / "vq").quantize.embedding.weight
+    same = (weight - weight[merge["background_code"]]).norm(dim=1) == 0
+    assert merge["merged_codes"] > 1 and int(same.sum()) == merge["merged_codes"]
+    assert int(same.nonzero()[0]) == merge["background_code"]
     assert "| tag | accuracy | n |" in result.stdout and "| category | accuracy | n |" in result.stdout
     from PIL import Image
 

@@ -40,6 +40,10 @@ class RecipeArguments:
             Training of the VQ autoencoder and pretraining of SigLIP.
         vq_eval_scenes (`int`, *optional*, defaults to 500):
             Unseen scenes (and, 2/5 as many, scenes with a held-out pair) whose VQ reconstructions the detector reads.
+        vq_background_share (`float`, *optional*, defaults to 0.5):
+            After training, the VQ codes background patches hold at least this share of the uses of are merged into
+            one (`shapes.autoencoder.merge_background_codes`: a background code then no longer depends on objects
+            later in raster order) and the decoder alone is refined on them to the bar; 0 leaves the codes as trained.
         text_config (`str`, *optional*):
             JSON overrides of the small Llama's config (`transformers_janus.shapes.assembly.TEXT_CONFIG`).
         vq_config / vision_config (`str`, *optional*):
@@ -78,6 +82,8 @@ class RecipeArguments:
                 "the VQ trains on in rounds of vq_extra_steps whole-image steps, and the recipe stops if still below."})
     vq_extra_steps: int = field(default=300, metadata={"help": "Whole-image VQ steps per round under the bar."})
     vq_extra_rounds: int = field(default=3, metadata={"help": "Most rounds of vq_extra_steps."})
+    vq_background_share: float = field(default=0.5, metadata={
+        "help": "Merge the VQ codes background patches hold at least this share of the uses of into one (0: off)."})
     vision_steps: int = field(default=300, metadata={"help": "SigLIP pretraining steps."})
     vision_batch_size: int = field(default=32, metadata={"help": "SigLIP pretraining batch."})
     text_config: str | None = field(default=None, metadata={"help": "JSON overrides of the Llama config."})
@@ -171,6 +177,7 @@ class Recipe:
 
         from transformers_janus import JanusProVQConfig
         from transformers_janus.shapes.autoencoder import (
+            merge_background_codes,
             reconstruction_accuracy,
             refine_vq_autoencoder,
             train_vq_autoencoder,
@@ -187,10 +194,20 @@ class Recipe:
             train_vq_autoencoder(vq, a.vq_steps, batch_size=a.vq_batch_size, seed=a.seed, log=write)
             checks = refine_vq_autoencoder(vq, a.vq_min_accuracy, steps=a.vq_extra_steps, max_rounds=a.vq_extra_rounds,
                                            batch_size=a.vq_batch_size, seed=a.seed, log=write, step_offset=a.vq_steps)
-        if checks[-1] < a.vq_min_accuracy:
+            steps = a.vq_steps + (len(checks) - 1) * a.vq_extra_steps
+            merged = None
+            if a.vq_background_share > 0 and checks[-1] >= a.vq_min_accuracy:
+                merged = merge_background_codes(vq, min_background_share=a.vq_background_share, seed=a.seed)
+                merged["check_accuracies"] = refine_vq_autoencoder(
+                    vq, a.vq_min_accuracy, steps=a.vq_extra_steps, max_rounds=a.vq_extra_rounds,
+                    batch_size=a.vq_batch_size, seed=a.seed + 50, log=write, step_offset=steps, decoder_only=True)
+                steps += (len(merged["check_accuracies"]) - 1) * a.vq_extra_steps
+        final_check = (merged["check_accuracies"] if merged else checks)[-1]
+        if final_check < a.vq_min_accuracy:
             raise RuntimeError(
-                f"The VQ autoencoder's reconstructions are read right for {checks[-1]:.3f} of the check scenes after "
-                f"{a.vq_steps} steps and {len(checks) - 1} rounds of {a.vq_extra_steps} more (checks: {checks}), under "
+                f"The VQ autoencoder's reconstructions are read right for {final_check:.3f} of the check scenes after "
+                f"{steps} steps (checks: {checks}{', after merging its background codes: ' if merged else ''}"
+                f"{merged['check_accuracies'] if merged else ''}), under "
                 f"--vq_min_accuracy {a.vq_min_accuracy}: a generation-side VQ that cannot carry the scene caps every "
                 "score. Raise --vq_steps or --vq_extra_rounds (or lower the bar) and rerun: the parts before are kept."
             )
@@ -198,7 +215,7 @@ class Recipe:
         scores = {"detector_accuracy": reconstruction_accuracy(vq, n, seed=a.seed + 1),
                   "detector_accuracy_held_out_pairs": reconstruction_accuracy(
                       vq, max(1, 2 * n // 5), seed=a.seed + 2, held_out_only=True),
-                  "check_accuracies": checks, "steps": a.vq_steps + (len(checks) - 1) * a.vq_extra_steps}
+                  "check_accuracies": checks, "steps": steps, "background_merge": merged}
         (staging / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
         vq.save_pretrained(staging)
         return scores
