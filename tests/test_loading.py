@@ -342,9 +342,11 @@ def test_shard_index_naming_files_outside_the_checkpoint_is_refused(ours_dir, tm
     name = "../elsewhere.safetensors" if outside == "relative" else str(outside_file)
     weight_map = {key: "model-00001-of-00002.safetensors" for key in keys[:10]} | dict.fromkeys(keys[10:], name)
     (destination / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    with pytest.raises(CheckpointError, match=r"names weight files outside the checkpoint folder") as error:
+    # transformers >= 5.25 refuses such an index itself before our check runs (a ValueError naming the file).
+    refused = r"names weight files outside the checkpoint folder|has a shard filename that points outside the model"
+    with pytest.raises(ValueError, match=refused) as error:
         JanusProForConditionalGeneration.from_pretrained(destination)
-    assert repr([name]) in str(error.value)
+    assert name in str(error.value)
 
 
 class NotATensor:

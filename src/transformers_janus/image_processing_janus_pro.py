@@ -341,5 +341,10 @@ class VLMImageProcessor(JanusProImageProcessor):
     def from_pretrained(cls, *args, **kwargs) -> JanusProImageProcessor:
         return JanusProImageProcessor.from_pretrained(*args, **kwargs)
 
+    @classmethod
+    def from_dict(cls, *args, **kwargs) -> JanusProImageProcessor:
+        # transformers >= 5.25's `AutoImageProcessor` reads the file itself and builds the class from its dict.
+        return JanusProImageProcessor.from_dict(*args, **kwargs)
+
 
 __all__ = ["JanusProImageProcessor", "VLMImageProcessor"]

@@ -187,16 +187,36 @@ class JanusProProcessor(ProcessorMixin):
         return token_id
 
     @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+    def _load_subprocessors(cls, pretrained_model_name_or_path, **kwargs):
         """
         Load our image processor directly: DeepSeek's `preprocessor_config.json` names `VLMImageProcessor`, which
-        `AutoImageProcessor` resolves only once this package registered its alias.
+        `AutoImageProcessor` resolves only once this package registered its alias (and, in a saved directory with
+        `auto_map`, only with `trust_remote_code`, although the class is right here).
         """
         subfolder = kwargs.pop("subfolder", "")
         image_processor = JanusProImageProcessor.from_pretrained(
             pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
         return [image_processor, cls._load_tokenizer(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)]
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        """transformers < 5.25 loads the sub-processors here."""
+        return cls._load_subprocessors(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
+        """
+        transformers >= 5.25 loads the sub-processors here, with the Auto classes; hand it ours, which it keeps as
+        it keeps sub-processors a caller passed in.
+        """
+        if kwargs.get("image_processor") is None or kwargs.get("tokenizer") is None:
+            load_kwargs = {key: value for key, value in kwargs.items() if key not in ("image_processor", "tokenizer")}
+            loaded = cls._load_subprocessors(pretrained_model_name_or_path, **load_kwargs)
+            for name, sub_processor in zip(("image_processor", "tokenizer"), loaded):
+                if kwargs.get(name) is None:
+                    kwargs[name] = sub_processor
+        return super()._resolve_subprocessors(pretrained_model_name_or_path, processor_dict, **kwargs)
 
     @staticmethod
     def _load_tokenizer(pretrained_model_name_or_path, **kwargs):
