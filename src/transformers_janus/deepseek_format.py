@@ -10,6 +10,7 @@ Reading checkpoints exactly as DeepSeek published them (`model_type: "multi_moda
   named when damaged, and tensors that do not fit the model are refused by name.
 """
 
+import json
 import os
 import threading
 from contextlib import contextmanager
@@ -475,15 +476,47 @@ def read_weight_file(path: str, error_class: type[CheckpointError] = CheckpointE
         raise error_class(damaged.format(error=error)) from None
 
 
+SHARD_INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
 def _check_shard_names(load_config, error_class: type[CheckpointError]) -> None:
     """Refuse a shard index that names files outside the checkpoint folder (`../x.bin`, absolute paths)."""
     weight_map = (load_config.sharded_metadata or {}).get("weight_map", {})
+    _refuse_outside_shards(weight_map, load_config.pretrained_model_name_or_path, error_class)
+
+
+def check_local_shard_index(folder, subfolder: str = "", error_class: type[CheckpointError] = CheckpointError) -> None:
+    """
+    The shard-name check of a local checkpoint folder, run before transformers resolves its shards: whichever
+    transformers is installed (5.25 refuses such names itself with its own ValueError, 5.24 does not), the load fails
+    with our `CheckpointError` naming the files and nothing outside the folder is opened.
+    """
+    if folder is None or not os.path.isdir(folder):
+        return
+    for index_name in SHARD_INDEX_NAMES:
+        index_path = os.path.join(folder, subfolder or "", index_name)
+        if not os.path.isfile(index_path):
+            continue
+        try:
+            with open(index_path, encoding="utf-8") as file:
+                weight_map = json.load(file).get("weight_map", {})
+        except (OSError, ValueError, AttributeError):
+            continue  # an unreadable index is transformers' to report, with its own message
+        if isinstance(weight_map, dict):
+            _refuse_outside_shards(weight_map, folder, error_class)
+
+
+def _refuse_outside_shards(weight_map: dict, source, error_class: type[CheckpointError]) -> None:
     outside = sorted(
-        {name for name in weight_map.values() if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == ".."}
+        {
+            name
+            for name in weight_map.values()
+            if isinstance(name, str) and (os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == "..")
+        }
     )
     if outside:
         raise error_class(
-            f"The shard index of {load_config.pretrained_model_name_or_path} names weight files outside the "
+            f"The shard index of {source} names weight files outside the "
             f"checkpoint folder: {outside}. They were not read; a shard index may only name files inside its folder."
         )
 

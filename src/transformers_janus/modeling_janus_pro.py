@@ -26,7 +26,9 @@ from .configuration_janus_pro import JanusProConfig
 from .image_generation import JanusProImageGenerationMixin
 from .deepseek_format import UNUSED_KEYS as DEEPSEEK_UNUSED_KEYS
 from .deepseek_format import (
+    DeepSeekCheckpointError,
     check_loaded_weights,
+    check_local_shard_index,
     check_mismatched_weights,
     deepseek_weight_conversion,
     read_weight_files,
@@ -34,7 +36,7 @@ from .deepseek_format import (
 )
 from .model_card import model_card_for, push_folder_with_card
 from .packaging import prepare_model_directory
-from .utils import checkpoint_format, hub_kwargs_from, separate_shared_storage
+from .utils import CheckpointError, checkpoint_format, hub_kwargs_from, separate_shared_storage
 
 
 logger = logging.get_logger(__name__)
@@ -128,6 +130,9 @@ class JanusProPreTrainedModel(PreTrainedModel):
             and kwargs.get("state_dict") is None
             and checkpoint_format(pretrained_model_name_or_path, **hub_kwargs_from(kwargs)) == "deepseek"
         )
+        if kwargs.get("state_dict") is None:
+            error_class = DeepSeekCheckpointError if from_deepseek else CheckpointError
+            check_local_shard_index(pretrained_model_name_or_path, kwargs.get("subfolder", ""), error_class)
         # DeepSeek's weights are renamed and split by transformers' loader (`deepseek_format.deepseek_weight_conversion`)
         with deepseek_weight_conversion(cls.config_class.model_type) if from_deepseek else contextlib.nullcontext():
             model, loading_info = super().from_pretrained(
