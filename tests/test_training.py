@@ -440,6 +440,16 @@ def _train_module():
     return module
 
 
+def test_script_scheduler_choices_are_the_library_ones():
+    """train.py states its `--lr_scheduler_type` choices without importing torch (a fast `--help`): they must agree."""
+    import dataclasses
+
+    from transformers_janus.training.optimization import LR_SCHEDULER_TYPES
+
+    fields = {f.name: f for f in dataclasses.fields(_train_module().StageTrainingArguments)}
+    assert tuple(fields["lr_scheduler_type"].metadata["choices"]) == LR_SCHEDULER_TYPES
+
+
 def test_yaml_config_sets_defaults_and_the_command_line_wins():
     train = _train_module()
     parser = train.make_parser()
