@@ -283,3 +283,22 @@ def test_assembled_model_holds_the_components_and_loads_everywhere(tokenizer, tm
     pipe = JanusProImagePipeline.from_pretrained(tmp_path)
     image = pipe("a photo of a red circle", generator=torch.Generator().manual_seed(0), output_type="np").images
     assert image.shape == (1, 128, 128, 3)
+
+
+def test_assembled_shared_encoder_model_keeps_its_encoder_through_saving(tokenizer, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from transformers_janus.shapes.assembly import assemble_shapes_model, save_shapes_model
+
+    model, processor = assemble_shapes_model(tokenizer, tiny_vision(), tiny_vq(), text_config=TINY_TEXT,
+                                             understanding_encoder="vq")
+    save_shapes_model(model, processor, tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert loaded.config.understanding_encoder == "vq"
+    from transformers_janus.shapes.world import random_scene, render
+
+    image = render(random_scene(np.random.default_rng(0)))
+    pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+    features = loaded.model.get_image_features(pixel_values).pooler_output
+    codes = loaded.model.encode_image_tokens(pixel_values).flatten(1)
+    torch.testing.assert_close(features, loaded.model.gen_aligner(loaded.model.gen_embed(codes)), rtol=0, atol=0)

@@ -56,6 +56,9 @@ class RecipeArguments:
             Folder of `llm.yaml`, `stage1.yaml`, `stage2.yaml`, `stage3.yaml` (train.py configs).
         stage3_mix_ratio (`str`, *optional*):
             Stage III's understanding:text:generation ratio instead of the config's 5:1:4 (for the ablation).
+        understanding_encoder (`str`, *optional*, defaults to `"siglip"`):
+            `siglip` (Janus-Pro's decoupled encoders) or `vq`: one shared encoder, understanding reading the VQ codes
+            through the generation embedding and adaptor (`JanusProConfig.understanding_encoder`, for the ablation).
         mixed_precision (`str`, *optional*, defaults to `"auto"`):
             `no` or `bf16` autocast (float32 master weights) for SigLIP's pretraining and the stages (train.py's
             `--mixed_precision`); `auto` is `bf16` where the CPU has bfloat16 matrix instructions (AMX or AVX-512
@@ -95,6 +98,8 @@ class RecipeArguments:
     stage3_steps: int | None = field(default=None, metadata={"help": "Stage III steps (stage3.yaml's)."})
     stage_configs_dir: str = field(default="training/configs/shapes", metadata={"help": "Folder of the stage configs."})
     stage3_mix_ratio: str | None = field(default=None, metadata={"help": "Stage III ratio instead of 5:1:4."})
+    understanding_encoder: str = field(default="siglip", metadata={
+        "help": "siglip (decoupled encoders) or vq (one shared VQ encoder, the ablation).", "choices": ["siglip", "vq"]})
     mixed_precision: str = field(default="auto", metadata={"help": "auto, no or bf16.",
                                                             "choices": ["auto", "no", "bf16"]})
     eval_guidance_scale: float = field(default=5.0, metadata={"help": "CFG weight of the evaluation."})
@@ -260,9 +265,11 @@ class Recipe:
             VQModel.from_pretrained(components / "vq"),
             text_config=json.loads(self.args.text_config) if self.args.text_config else None,
             seed=self.args.seed,
+            understanding_encoder=self.args.understanding_encoder,
         )
         save_shapes_model(model, processor, staging)
-        return {"parameters": sum(p.numel() for p in model.parameters())}
+        return {"parameters": sum(p.numel() for p in model.parameters()),
+                "understanding_encoder": self.args.understanding_encoder}
 
     def train_stage(self, name: str, config: str, previous: str, steps: int | None, data: dict, extra=()):
         def run(staging):

@@ -9,6 +9,8 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .utils import CheckpointError, hub_kwargs_from, read_config_dict
 
+# Values of `JanusProConfig.understanding_encoder`: Janus-Pro's decoupled SigLIP, or the shared VQ tokenizer.
+UNDERSTANDING_ENCODERS = ("siglip", "vq")
 
 @strict
 class JanusProVQConfig(PreTrainedConfig):
@@ -110,6 +112,13 @@ class JanusProConfig(PreTrainedConfig):
             vocabulary a default that does not fit becomes None (set the ids from your tokenizer). An id passed
             explicitly must lie inside the vocabulary.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`): Janus-Pro's `lm_head` is its own tensor.
+        understanding_encoder (`str`, *optional*, defaults to `"siglip"`):
+            What understanding reads. `"siglip"` is Janus-Pro's decoupled encoding: SigLIP and the understanding
+            adaptor. `"vq"` is the single shared encoder the paper argues against (its ablation baseline, as in
+            Chameleon): understanding reads the VQ tokenizer's codes of the image through the generation embedding and
+            adaptor, exactly as generation reads its own tokens. SigLIP and the understanding adaptor are then kept
+            (same checkpoint layout and stage freeze policies) but unused. Neither DeepSeek's nor transformers'
+            built-in format can express `"vq"`.
 
     Special token ids differ between published checkpoints: read them from the tokenizer (loading DeepSeek's
     checkpoints does) rather than trusting the defaults, which are Janus-Pro-7B's.
@@ -174,6 +183,7 @@ class JanusProConfig(PreTrainedConfig):
     eoi_token_id: int | None = 100593
     pad_token_id: int | None = 100015
     tie_word_embeddings: bool = False
+    understanding_encoder: str = "siglip"
 
     def __post_init__(self, **kwargs):
         # A partial sub-config dict overrides Janus-Pro's defaults instead of the generic SigLIP/Llama ones
@@ -250,6 +260,12 @@ class JanusProConfig(PreTrainedConfig):
                 f"The VQ token grid ({self.image_token_grid}x{self.image_token_grid}: image_size "
                 f"{self.vision_config.image_size} / VQ downsampling {self.vq_config.downsample_factor}) must hold "
                 f"`num_image_tokens` ({self.num_image_tokens}) tokens."
+            )
+        if self.understanding_encoder not in UNDERSTANDING_ENCODERS:
+            raise ValueError(
+                f"`understanding_encoder` must be one of {list(UNDERSTANDING_ENCODERS)}, got "
+                f"{self.understanding_encoder!r}: 'siglip' (Janus-Pro's decoupled encoders) or 'vq' (one shared VQ "
+                "encoder, the paper's ablation baseline)."
             )
         for name in ("aligner_depth", "gen_aligner_depth"):
             if getattr(self, name) < 1:

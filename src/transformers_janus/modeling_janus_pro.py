@@ -211,11 +211,22 @@ class JanusProModel(JanusProPreTrainedModel):
         """
         Understanding features: SigLIP (all layers and the final LayerNorm, no pooling head) then the adaptor.
         `pixel_values` is `[num_images, 3, image_size, image_size]`; `pooler_output` is `[num_images, tokens, hidden]`.
+        With `config.understanding_encoder == "vq"` (the shared-encoder ablation) they are the image's VQ codes
+        through the generation embedding and adaptor instead (`last_hidden_state`: the code embeddings).
         """
         if pixel_values.ndim != 4 or pixel_values.shape[1:] != (3, self.config.image_size, self.config.image_size):
             raise ValueError(
                 f"`pixel_values` must be [num_images, 3, {self.config.image_size}, {self.config.image_size}], got "
                 f"{list(pixel_values.shape)}. Prepare images with JanusProProcessor / JanusProImageProcessor."
+            )
+        if self.config.understanding_encoder == "vq":
+            # The processor's [-1, 1] scaling is the VQ tokenizer's. The code search has no gradient to pass back, and
+            # runs outside autocast so the codes are the ones generation is trained on (float32 VQ, as trained).
+            with torch.no_grad(), torch.autocast(pixel_values.device.type, enabled=False):
+                image_tokens = self.encode_image_tokens(pixel_values).flatten(1)
+            code_embeddings = self.gen_embed(image_tokens)
+            return BaseModelOutputWithPooling(
+                last_hidden_state=code_embeddings, pooler_output=self.gen_aligner(code_embeddings)
             )
         pixel_values = pixel_values.to(self.vision_model.dtype)
         image_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)

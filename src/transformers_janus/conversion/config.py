@@ -23,6 +23,11 @@ def _check_janus_pro_config(config: JanusProConfig) -> list[str]:
     """What in our config the built-in `JanusConfig` cannot express, one message per field."""
     vision, text, vq = config.vision_config, config.text_config, config.vq_config
     problems = []
+    if config.understanding_encoder != "siglip":
+        problems.append(
+            f"`understanding_encoder` is {config.understanding_encoder!r}; the built-in format always understands "
+            "through SigLIP and its adaptor ('siglip')"
+        )
     if config.image_head_hidden_size != text.hidden_size:
         problems.append(
             f"`image_head_hidden_size` ({config.image_head_hidden_size}) differs from the generation adaptor's output "

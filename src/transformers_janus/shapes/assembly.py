@@ -26,8 +26,11 @@ TEXT_CONFIG = {
 
 
 def shapes_config(tokenizer, vision_config: dict | None = None, text_config: dict | None = None,
-                  vq_config: dict | None = None):
-    """A `JanusProConfig` for the shapes world whose vocabulary and special token ids are `tokenizer`'s."""
+                  vq_config: dict | None = None, understanding_encoder: str = "siglip"):
+    """
+    A `JanusProConfig` for the shapes world whose vocabulary and special token ids are `tokenizer`'s;
+    `understanding_encoder="vq"` makes the shared-encoder ablation (`JanusProConfig.understanding_encoder`).
+    """
     from .. import JanusProConfig
 
     ids = {name: tokenizer.convert_tokens_to_ids(text) for name, text in SPECIAL_TOKENS.items()}
@@ -38,11 +41,13 @@ def shapes_config(tokenizer, vision_config: dict | None = None, text_config: dic
         vision_config={**VISION_CONFIG, **(vision_config or {})},
         text_config=text,
         vq_config={**VQ_CONFIG, **(vq_config or {})},
+        understanding_encoder=understanding_encoder,
         **ids,
     )
 
 
-def assemble_shapes_model(tokenizer, vision_model, vq_model, text_config: dict | None = None, seed: int = 0):
+def assemble_shapes_model(tokenizer, vision_model, vq_model, text_config: dict | None = None, seed: int = 0,
+                          understanding_encoder: str = "siglip"):
     """
     The stage-I starting model and its processor: `vision_model` (SiglipVisionModel) and `vq_model` (VQModel)
     weights copied in, the language model, adaptors and image head freshly initialised (seeded).
@@ -56,6 +61,7 @@ def assemble_shapes_model(tokenizer, vision_model, vq_model, text_config: dict |
         vision_config={k: getattr(vision_model.config, k) for k in VISION_CONFIG},
         text_config=text_config,
         vq_config={k: vq_model.config[k] for k in VQ_CONFIG},
+        understanding_encoder=understanding_encoder,
     )
     torch.manual_seed(seed)
     model = JanusProForConditionalGeneration(config)
