@@ -183,6 +183,36 @@ def test_stopping_the_recipe_stops_its_training_child(tmp_path, stop_signal):
         pytest.fail(f"the training child {child_pid} outlived the recipe stopped by {stop_signal}")
 
 
+def test_a_stage3_arm_reuses_a_finished_runs_parts_and_cached_codes(smoke_run, tmp_path):
+    """docs/shapes.md's arm procedure: the parts before stage III copied from a finished run are skipped, the VQ codes
+    cached by its stage II are read, not recomputed, and stage III trains with the arm's ratio and seed."""
+    import shutil
+
+    output_dir, _ = smoke_run
+    arm = tmp_path / "arm"
+    copied = ["data", "components", "init", "llm", "stage1", "stage2", "vq_codes", "recipe_log.jsonl"]
+    for name in copied:
+        (shutil.copytree if (output_dir / name).is_dir() else shutil.copy2)(output_dir / name, arm / name)
+    codes = {path.relative_to(arm): path.stat().st_mtime_ns for path in (arm / "vq_codes").rglob("*") if path.is_file()}
+    assert codes
+    result = run_recipe(arm, "--stage3_mix_ratio", "7:3:10", "--stage3_seed", "1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("done already, skipped") == PARTS.index("stage3")
+    after = {path.relative_to(arm): path.stat().st_mtime_ns for path in (arm / "vq_codes").rglob("*") if path.is_file()}
+    assert after == codes
+    # The copied log holds the finished run's records; the arm's parts are logged again after them.
+    log = [json.loads(line) for line in (arm / "recipe_log.jsonl").read_text().splitlines()]
+    rerun = PARTS[PARTS.index("stage3"):]
+    assert [record["part"] for record in log] == PARTS + rerun
+    latest = {record["part"]: record for record in log}
+    assert latest["stage3"]["seed"] == 1 and latest["stage2"]["seed"] == 0
+    total = sum(record["seconds"] for record in latest.values())
+    assert f"parts logged took {total / 60:.1f} min in all" in result.stdout
+    card = (arm / "stage3" / "README.md").read_text()
+    assert "| `mix_ratio` | `7:3:10` |" in card and "| `seed` | 1 |" in card
+    assert (arm / "stage3" / "model.safetensors").read_bytes() != (output_dir / "stage3" / "model.safetensors").read_bytes()
+
+
 def test_a_failing_training_child_fails_the_recipe_part():
     from shapes_recipe import run_child
 

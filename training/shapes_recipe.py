@@ -56,6 +56,10 @@ class RecipeArguments:
             Folder of `llm.yaml`, `stage1.yaml`, `stage2.yaml`, `stage3.yaml` (train.py configs).
         stage3_mix_ratio (`str`, *optional*):
             Stage III's understanding:text:generation ratio instead of the config's 5:1:4 (for the ablation).
+        stage3_seed (`int`, *optional*):
+            Seed of stage III's training (its data order and caption drops) instead of `seed`, which still seeds the
+            data, the components, the earlier stages and the evaluation: a second stage-III arm on the same stage II
+            measures the seed noise of a stage-III comparison.
         understanding_encoder (`str`, *optional*, defaults to `"siglip"`):
             `siglip` (Janus-Pro's decoupled encoders) or `vq`: one shared encoder, understanding reading the VQ codes
             through the generation embedding and adaptor (`JanusProConfig.understanding_encoder`, for the ablation).
@@ -98,6 +102,7 @@ class RecipeArguments:
     stage3_steps: int | None = field(default=None, metadata={"help": "Stage III steps (stage3.yaml's)."})
     stage_configs_dir: str = field(default="training/configs/shapes", metadata={"help": "Folder of the stage configs."})
     stage3_mix_ratio: str | None = field(default=None, metadata={"help": "Stage III ratio instead of 5:1:4."})
+    stage3_seed: int | None = field(default=None, metadata={"help": "Stage III's training seed instead of --seed."})
     understanding_encoder: str = field(default="siglip", metadata={
         "help": "siglip (decoupled encoders) or vq (one shared VQ encoder, the ablation).", "choices": ["siglip", "vq"]})
     mixed_precision: str = field(default="auto", metadata={"help": "auto, no or bf16.",
@@ -271,7 +276,10 @@ class Recipe:
         return {"parameters": sum(p.numel() for p in model.parameters()),
                 "understanding_encoder": self.args.understanding_encoder}
 
-    def train_stage(self, name: str, config: str, previous: str, steps: int | None, data: dict, extra=()):
+    def train_stage(self, name: str, config: str, previous: str, steps: int | None, data: dict, extra=(),
+                    seed: int | None = None):
+        seed = self.args.seed if seed is None else seed
+
         def run(staging):
             import os
             import sys
@@ -280,14 +288,14 @@ class Recipe:
             script = Path(__file__).resolve().parent / "train.py"
             command = [sys.executable, str(script), "--config", str(Path(self.args.stage_configs_dir) / config),
                        "--model_name_or_path", str(self.root / previous), "--output_dir", str(staging),
-                       "--seed", str(self.args.seed), "--vq_cache_dir", str(self.root / "vq_codes"),
+                       "--seed", str(seed), "--vq_cache_dir", str(self.root / "vq_codes"),
                        "--mixed_precision", self.mixed_precision, *extra]
             for kind, file in data.items():
                 command += [f"--{kind}_data", str(self.root / "data" / file)]
             if steps is not None:
                 command += ["--max_steps", str(steps)]
             run_child(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-            details = {"max_steps": steps, "mixed_precision": self.mixed_precision}
+            details = {"max_steps": steps, "mixed_precision": self.mixed_precision, "seed": seed}
             if "understanding" in data:
                 details["image_reliance"] = self.image_reliance(staging)
             return details
@@ -377,11 +385,14 @@ class Recipe:
                          {"understanding": understanding, "text": text, "generation": "generation.jsonl"})
         self.train_stage("stage3", "stage3.yaml", "stage2", a.stage3_steps,
                          {"understanding": understanding, "text": text, "generation": "generation.jsonl"},
-                         extra=("--mix_ratio", a.stage3_mix_ratio) if a.stage3_mix_ratio else ())
+                         extra=("--mix_ratio", a.stage3_mix_ratio) if a.stage3_mix_ratio else (), seed=a.stage3_seed)
         self.part("export", self.export)
         self.part("eval", self.evaluate)
         self.part("report", self.report)
-        total = sum(record["seconds"] for record in _read_jsonl(self.log_path))
+        # A part run again (a rerun after a failure, or an arm's stage III in a copied run folder) is logged again:
+        # the latest record of each part is the one that made its folder.
+        latest = {record["part"]: record for record in _read_jsonl(self.log_path)}
+        total = sum(record["seconds"] for record in latest.values())
         print(f"[recipe] done: the model is {self.root / 'stage3'}; parts logged took {total / 60:.1f} min in all",
               flush=True)
 
