@@ -213,6 +213,41 @@ def test_a_stage3_arm_reuses_a_finished_runs_parts_and_cached_codes(smoke_run, t
     assert (arm / "stage3" / "model.safetensors").read_bytes() != (output_dir / "stage3" / "model.safetensors").read_bytes()
 
 
+def test_a_finished_part_made_from_other_arguments_is_refused_and_kept(tmp_path):
+    from shapes_recipe import Recipe, RecipeArguments
+
+    def recipe(**arguments):
+        return Recipe(RecipeArguments(output_dir=str(tmp_path), mixed_precision="no",
+                                      stage_configs_dir=str(REPO / "training" / "configs" / "shapes"), **arguments))
+
+    made = []
+
+    def make(name):
+        def function(staging):
+            made.append(name)
+            (staging / "made").write_text(name)
+        return function
+
+    for name in ("data", "stage3"):
+        recipe().part(name, make(name))
+    recipe(vq_steps=5).part("data", lambda staging: made.append("again"))  # the data are not made from the VQ
+    recipe(eval_batch_size=3).part("stage3", lambda staging: made.append("again"))  # nor stage III from the evaluation
+    assert made == ["data", "stage3"]
+    # The seed made the data, and through the parts chained on it, stage III.
+    for name in ("data", "stage3"):
+        with pytest.raises(ValueError, match=r"made with other arguments.*'seed': \(0, 1\).*another --output_dir"):
+            recipe(seed=1).part(name, lambda staging: made.append("again"))
+        assert (tmp_path / name / "made").read_text() == name
+    with pytest.raises(ValueError, match=r"'vq_steps': \(1000, 5\)"):  # the VQ is in the model stage III trains
+        recipe(vq_steps=5).part("stage3", lambda staging: made.append("again"))
+    with pytest.raises(ValueError, match=r"'stage3_mix_ratio': \(None, '7:3:10'\)"):
+        recipe(stage3_mix_ratio="7:3:10").part("stage3", lambda staging: made.append("again"))
+    # A part finished before the inputs were recorded (an empty marker) is reused as before.
+    (tmp_path / "data" / ".complete").write_text("")
+    recipe(seed=1).part("data", lambda staging: made.append("again"))
+    assert made == ["data", "stage3"]
+
+
 def test_a_failing_training_child_fails_the_recipe_part():
     from shapes_recipe import run_child
 

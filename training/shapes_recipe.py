@@ -11,7 +11,8 @@ python training/shapes_recipe.py --config training/configs/shapes/recipe.yaml --
 python training/shapes_recipe.py --config training/configs/shapes/recipe_smoke.yaml --output_dir runs/shapes-smoke
 
 Each part writes its own folder under `output_dir` and is skipped when that folder is complete, so a run that stopped
-goes on from its last finished part when started again with the same arguments.
+goes on from its last finished part when started again with the same arguments. A finished part records the arguments
+it was made from (`PART_INPUTS`); a run whose arguments differ from them refuses to reuse it.
 """
 
 from dataclasses import dataclass, field
@@ -111,6 +112,28 @@ class RecipeArguments:
     eval_batch_size: int = field(default=24, metadata={"help": "Evaluation batch size."})
 
 
+# What each part is made from: the arguments it reads, and the parts it reads (whose arguments it inherits). A finished
+# part records them in `.complete`; a later run with other values refuses to reuse it instead of mixing runs.
+PART_INPUTS = {
+    "data": ((), ("seed", "num_understanding", "num_text", "num_generation", "num_stage1", "num_eval_prompts_per_tag",
+                  "num_eval_vqa_images")),
+    "components/tokenizer": (("data",), ("vocab_size",)),
+    "components/vq": (("data",), ("vq_steps", "vq_batch_size", "vq_eval_scenes", "vq_min_accuracy", "vq_extra_steps",
+                                  "vq_extra_rounds", "vq_background_share", "vq_config")),
+    "components/vision": (("data",), ("vision_steps", "vision_batch_size", "vision_config", "mixed_precision")),
+    "init": (("components/tokenizer", "components/vq", "components/vision"), ("text_config", "understanding_encoder")),
+    "llm": (("init",), ("llm_steps", "mixed_precision")),
+    "stage1": (("llm",), ("stage1_steps",)),
+    "stage2": (("stage1",), ("stage2_steps",)),
+    "stage3": (("stage2",), ("stage3_steps", "stage3_mix_ratio", "stage3_seed")),
+    "export": (("stage3",), ()),
+    "eval": (("export",), ("eval_guidance_scale", "eval_batch_size")),
+    "report": (("eval",), ()),
+}
+# The train.py config each training part reads from `stage_configs_dir` (recorded by its contents' SHA-256).
+STAGE_CONFIGS = {"llm": "llm.yaml", "stage1": "stage1.yaml", "stage2": "stage2.yaml", "stage3": "stage3.yaml"}
+
+
 class Recipe:
     """The parts of the recipe, in order; each one's output folder is written atomically and skipped when done."""
 
@@ -124,6 +147,23 @@ class Recipe:
         self.mixed_precision = resolve_mixed_precision(args.mixed_precision)
         self.vq_config, self.vision_config = component_configs(args.vq_config, args.vision_config)
 
+    def part_inputs(self, name: str) -> dict:
+        """The arguments part `name` is made from, its own and those of the parts it reads (`PART_INPUTS`)."""
+        parts, arguments = PART_INPUTS[name]
+        inputs = {}
+        for part in parts:
+            inputs.update(self.part_inputs(part))
+        for argument in arguments:
+            # The precision that ran, not `auto`: the same `auto` resolves differently on another CPU.
+            inputs[argument] = self.mixed_precision if argument == "mixed_precision" else getattr(self.args, argument)
+        if name in STAGE_CONFIGS:
+            import hashlib
+            from pathlib import Path
+
+            config = Path(self.args.stage_configs_dir) / STAGE_CONFIGS[name]
+            inputs[f"{STAGE_CONFIGS[name]} sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()
+        return inputs
+
     def log(self, record: dict) -> None:
         import json
 
@@ -136,8 +176,21 @@ class Recipe:
         import shutil
         import time
 
+        import json
+
         target = self.root / name
+        inputs = self.part_inputs(name)
         if (target / ".complete").exists():
+            recorded = (target / ".complete").read_text()
+            # An empty marker is a part finished before the inputs were recorded: reused as before.
+            changed = {key: (value, inputs.get(key)) for key, value in json.loads(recorded or "{}").items()
+                       if inputs.get(key) != value}
+            if changed:
+                raise ValueError(
+                    f"{target} was made with other arguments than this run's (argument: (that part's, this run's)): "
+                    f"{changed}. Give this run another --output_dir (copy into it only the parts made from the same "
+                    f"arguments, as docs/shapes.md's arms do), or delete {target} and the parts made from it."
+                )
             print(f"[recipe] {name}: done already, skipped", flush=True)
             return
         staging = self.root / f".{name.replace('/', '_')}.partial"
@@ -148,7 +201,7 @@ class Recipe:
         print(f"[recipe] {name} ...", flush=True)
         start = time.perf_counter()
         details = function(staging) or {}
-        (staging / ".complete").write_text("")
+        (staging / ".complete").write_text(json.dumps(inputs, sort_keys=True))
         target.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(target)
         self.log({"part": name, "seconds": round(time.perf_counter() - start, 1), **details})
@@ -378,12 +431,12 @@ class Recipe:
         self.part("components/vq", self.vq)
         self.part("components/vision", self.vision)
         self.part("init", self.init)
-        self.train_stage("llm", "llm.yaml", "init", a.llm_steps, {"text": text})
-        self.train_stage("stage1", "stage1.yaml", "llm", a.stage1_steps,
+        self.train_stage("llm", STAGE_CONFIGS["llm"], "init", a.llm_steps, {"text": text})
+        self.train_stage("stage1", STAGE_CONFIGS["stage1"], "llm", a.stage1_steps,
                          {"understanding": understanding, "generation": "generation_stage1.jsonl"})
-        self.train_stage("stage2", "stage2.yaml", "stage1", a.stage2_steps,
+        self.train_stage("stage2", STAGE_CONFIGS["stage2"], "stage1", a.stage2_steps,
                          {"understanding": understanding, "text": text, "generation": "generation.jsonl"})
-        self.train_stage("stage3", "stage3.yaml", "stage2", a.stage3_steps,
+        self.train_stage("stage3", STAGE_CONFIGS["stage3"], "stage2", a.stage3_steps,
                          {"understanding": understanding, "text": text, "generation": "generation.jsonl"},
                          extra=("--mix_ratio", a.stage3_mix_ratio) if a.stage3_mix_ratio else (), seed=a.stage3_seed)
         self.part("export", self.export)
