@@ -289,14 +289,13 @@ def test_assembled_shared_encoder_model_keeps_its_encoder_through_saving(tokeniz
     from transformers import AutoModelForImageTextToText
 
     from transformers_janus.shapes.assembly import assemble_shapes_model, save_shapes_model
+    from transformers_janus.shapes.world import random_scene, render
 
     model, processor = assemble_shapes_model(tokenizer, tiny_vision(), tiny_vq(), text_config=TINY_TEXT,
                                              understanding_encoder="vq")
     save_shapes_model(model, processor, tmp_path)
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
     assert loaded.config.understanding_encoder == "vq"
-    from transformers_janus.shapes.world import random_scene, render
-
     image = render(random_scene(np.random.default_rng(0)))
     pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
     features = loaded.model.get_image_features(pixel_values).pooler_output

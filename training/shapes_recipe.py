@@ -105,7 +105,8 @@ class RecipeArguments:
     stage3_mix_ratio: str | None = field(default=None, metadata={"help": "Stage III ratio instead of 5:1:4."})
     stage3_seed: int | None = field(default=None, metadata={"help": "Stage III's training seed instead of --seed."})
     understanding_encoder: str = field(default="siglip", metadata={
-        "help": "siglip (decoupled encoders) or vq (one shared VQ encoder, the ablation).", "choices": ["siglip", "vq"]})
+        "help": "siglip (decoupled encoders) or vq (one shared VQ encoder, the ablation).",
+        "choices": ["siglip", "vq"]})
     mixed_precision: str = field(default="auto", metadata={"help": "auto, no or bf16.",
                                                             "choices": ["auto", "no", "bf16"]})
     eval_guidance_scale: float = field(default=5.0, metadata={"help": "CFG weight of the evaluation."})
@@ -173,10 +174,9 @@ class Recipe:
 
     def part(self, name: str, function) -> None:
         """Run `function(staging_dir)` unless `name/` is complete; the folder appears only once it is."""
+        import json
         import shutil
         import time
-
-        import json
 
         target = self.root / name
         inputs = self.part_inputs(name)
@@ -329,8 +329,8 @@ class Recipe:
         return {"parameters": sum(p.numel() for p in model.parameters()),
                 "understanding_encoder": self.args.understanding_encoder}
 
-    def train_stage(self, name: str, config: str, previous: str, steps: int | None, data: dict, extra=(),
-                    seed: int | None = None):
+    def train_stage(self, name: str, previous: str, steps: int | None, data: dict, extra=(), seed: int | None = None):
+        """Run train.py with the stage's config (`STAGE_CONFIGS[name]`) from the model in `previous/`."""
         seed = self.args.seed if seed is None else seed
 
         def run(staging):
@@ -339,7 +339,8 @@ class Recipe:
             from pathlib import Path
 
             script = Path(__file__).resolve().parent / "train.py"
-            command = [sys.executable, str(script), "--config", str(Path(self.args.stage_configs_dir) / config),
+            config = Path(self.args.stage_configs_dir) / STAGE_CONFIGS[name]
+            command = [sys.executable, str(script), "--config", str(config),
                        "--model_name_or_path", str(self.root / previous), "--output_dir", str(staging),
                        "--seed", str(seed), "--vq_cache_dir", str(self.root / "vq_codes"),
                        "--mixed_precision", self.mixed_precision, *extra]
@@ -431,12 +432,12 @@ class Recipe:
         self.part("components/vq", self.vq)
         self.part("components/vision", self.vision)
         self.part("init", self.init)
-        self.train_stage("llm", STAGE_CONFIGS["llm"], "init", a.llm_steps, {"text": text})
-        self.train_stage("stage1", STAGE_CONFIGS["stage1"], "llm", a.stage1_steps,
+        self.train_stage("llm", "init", a.llm_steps, {"text": text})
+        self.train_stage("stage1", "llm", a.stage1_steps,
                          {"understanding": understanding, "generation": "generation_stage1.jsonl"})
-        self.train_stage("stage2", STAGE_CONFIGS["stage2"], "stage1", a.stage2_steps,
+        self.train_stage("stage2", "stage1", a.stage2_steps,
                          {"understanding": understanding, "text": text, "generation": "generation.jsonl"})
-        self.train_stage("stage3", STAGE_CONFIGS["stage3"], "stage2", a.stage3_steps,
+        self.train_stage("stage3", "stage2", a.stage3_steps,
                          {"understanding": understanding, "text": text, "generation": "generation.jsonl"},
                          extra=("--mix_ratio", a.stage3_mix_ratio) if a.stage3_mix_ratio else (), seed=a.stage3_seed)
         self.part("export", self.export)

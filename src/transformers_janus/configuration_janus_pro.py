@@ -12,6 +12,7 @@ from .utils import CheckpointError, hub_kwargs_from, read_config_dict
 # Values of `JanusProConfig.understanding_encoder`: Janus-Pro's decoupled SigLIP, or the shared VQ tokenizer.
 UNDERSTANDING_ENCODERS = ("siglip", "vq")
 
+
 @strict
 class JanusProVQConfig(PreTrainedConfig):
     r"""
